@@ -1,0 +1,1 @@
+"""Benchmarks: each compares ltx-lora against a baseline measured in the same run (a ratio)."""

@@ -1,0 +1,48 @@
+"""What a benchmark reports, and timing helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    """`ratio` = baseline_s / ours_s for throughput-style comparisons (1.0 = as fast as the
+    baseline); `target` the ratio the issue asks for, when there is one."""
+
+    name: str
+    baseline: str
+    baseline_s: float
+    ours_s: float
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.baseline_s / self.ours_s
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Fastest of `repeats` runs: the least disturbed by other load on a shared machine."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def format_table(results: list[Result]) -> str:
+    head = (
+        f"{'benchmark':34} {'baseline':28} {'base s':>8} {'ours s':>8} {'ratio':>6} {'target':>7}"
+    )
+    rows = [head, "-" * len(head)]
+    for r in results:
+        target = f"≥{r.target:.2f}" if r.target is not None else ""
+        rows.append(
+            f"{r.name:34} {r.baseline:28} {r.baseline_s:8.3f} {r.ours_s:8.3f} "
+            f"{r.ratio:6.2f} {target:>7}  {r.note}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,611 @@
+"""`ltx-lora curate`: raw clips -> bucketed, re-encoded clips + manifest.jsonl + quarantine.jsonl.
+
+The per-file steps (probe, segment) run as batched `datasets.Dataset.map` calls over a table of
+inputs, in worker processes. Every input file lands in exactly one place: as the source of
+manifest rows, or as one file-level quarantine row. Clip names hash the source bytes, the span,
+the bucket and the media settings, so a clip's name says what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from curation import dedupe
+from curation.buckets import area, cover_box, nearest_bucket, resolve_buckets, upscale_needed
+from curation.card import DatasetCard
+from curation.config import CurationConfig
+from curation.ingest import STILL_SUFFIXES, VIDEO_SUFFIXES, classify, list_inputs
+from curation.probe import ProbeFailure, ProbeResult, probe, probe_still
+from curation.segment import Damaged, Plan, segment_dict, segment_source
+from ltx.buckets import BucketRules
+from stagekit.files import atomic_dir, read_jsonl, write_jsonl
+from stagekit.hashing import sha256_file, sha256_json
+from stagekit.stage import load_record, save_record
+
+__all__ = [
+    "STILL_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "assign_splits",
+    "check_buckets",
+    "curate",
+    "format_summary",
+    "list_inputs",
+    "nearest_bucket",
+]
+
+# Bump when the algorithm changes what a curated clip holds: old outputs then re-curate.
+CURATE_VERSION = 3
+MANIFEST_SCHEMA = 2
+SOURCES_FILE = "sources.jsonl"  # per-source results before dedupe: what a rerun reuses
+
+
+def curate(
+    raw_dir: Path,
+    out_dir: Path,
+    card: DatasetCard,
+    cfg: CurationConfig,
+    rules: BucketRules,
+    reference_dirs: Sequence[Path] | None = None,
+) -> dict[str, Any]:
+    """Curate every file under `raw_dir` into `out_dir` (atomically); skip if already done.
+
+    `reference_dirs` (default: `raw_dir/../reference` when it exists) hold held-out clips that
+    no curated clip may nearly duplicate.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    buckets = resolve_buckets(cfg, rules)
+    inputs = list_inputs(raw_dir)
+    refs = default_reference_dirs(raw_dir) if reference_dirs is None else list(reference_dirs)
+    fingerprint = sha256_json(
+        {
+            "version": CURATE_VERSION,
+            "config": cfg.model_dump(exclude={"caption", "workers"}),  # captions: next stage's
+            "rules": asdict(rules),
+            "card": card.model_dump(),
+            "raw": tree_digest(raw_dir),
+            "reference": [tree_digest(Path(r)) for r in refs],
+        }
+    )
+    if (record := load_record(out_dir, fingerprint)) is not None:
+        return {**{k: record[k] for k in SUMMARY_KEYS}, "skipped": True}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "clips").mkdir()
+        summary = _curate_into(inputs, raw_dir, tmp, cfg, buckets, refs, previous=out_dir)
+        save_record(tmp, "curate", fingerprint, summary)
+    return {**summary, "skipped": False}
+
+
+SUMMARY_KEYS = (
+    "inputs",
+    "sources_curated",
+    "curated",
+    "reused",
+    "splits",
+    "quarantined",
+    "segments_dropped",
+)
+
+
+def check_buckets(cfg: CurationConfig, rules: BucketRules) -> None:
+    """Every configured bucket must be a shape the model encodes; else name the bad one."""
+    resolve_buckets(cfg, rules)
+
+
+def default_reference_dirs(raw_dir: Path) -> list[Path]:
+    """The dataset's `reference/` folder beside `raw/`, when there is one."""
+    ref = Path(raw_dir).parent / "reference"
+    return [ref] if ref.is_dir() else []
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of a folder's files (links by their target path, never read through)."""
+    entries = []
+    if root.is_dir():
+        for path in list_inputs_quiet(root):
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                entries.append([rel, "link", os.readlink(path)])
+            else:
+                entries.append([rel, sha256_file(path)])
+    return sha256_json(entries)
+
+
+def list_inputs_quiet(root: Path) -> list[Path]:
+    """Every non-hidden file or link under `root`, sidecars included."""
+    out = []
+    for base, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(base) / n for n in names if not n.startswith(".")]
+    return sorted(out)
+
+
+def assign_splits(rows: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Split by source file (a source's clips share a split), deterministic by `seed`.
+
+    Sources rank by a seeded hash of their path: adding one moves at most one other source.
+    """
+    sources = sorted({r["source"] for r in rows}, key=lambda s: sha256_json([seed, s]))
+    n_val = min(math.floor(len(sources) * fraction + 0.5), max(0, len(sources) - 1))
+    validation = set(sources[:n_val])
+    return [{**r, "split": "validation" if r["source"] in validation else "train"} for r in rows]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A small plain-text table: inputs, clips per split, quarantined files and segments."""
+    n_sources = summary.get("sources_curated", "")
+    lines: list[tuple[str, object]] = [("inputs", summary["inputs"])]
+    lines += [("curated sources", n_sources)] if n_sources != "" else []
+    lines += [("clips", summary["curated"])]
+    lines += [(f"  {split}", n) for split, n in summary["splits"].items()]
+    lines.append(("quarantined files", sum(summary["quarantined"].values())))
+    lines += [(f"  {reason}", n) for reason, n in sorted(summary["quarantined"].items())]
+    dropped = summary.get("segments_dropped", {})
+    if dropped:
+        lines.append(("dropped segments", sum(dropped.values())))
+        lines += [(f"  {reason}", n) for reason, n in sorted(dropped.items())]
+    lines += [("reused", summary["reused"])] if summary.get("reused") else []  # not re-encoded
+    width = max(len(label) for label, _ in lines) + 2
+    text = "\n".join(f"{label:<{width}}{n!s:>5}" for label, n in lines)
+    if summary.get("skipped"):
+        text += "\n(up to date: nothing re-curated)"
+    if summary["curated"] == 0:
+        text += "\nno clip survived curation: see quarantine.jsonl for why"
+    return "curate\n" + text
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _curate_into(
+    inputs: list[Path],
+    raw_dir: Path,
+    out: Path,
+    cfg: CurationConfig,
+    buckets: list[tuple[int, int]],
+    refs: list[Path],
+    previous: Path,
+) -> dict[str, Any]:
+    from datasets import Dataset, Value
+
+    text = Value("string")
+    table = Dataset.from_dict({"source": [p.relative_to(raw_dir).as_posix() for p in inputs]})
+    args = {"cfg_json": cfg.model_dump_json(), "buckets": [list(b) for b in buckets]}
+    probe_cols = {k: text for k in ("source", "sha256", "reason", "detail", "info")}
+    probed = _map(table, _probe_batch, cfg, "probe", {**args, "raw_dir": str(raw_dir)}, probe_cols)
+    probed = probed.add_column("duplicate_of", _exact_duplicates(probed, raw_dir))
+    todo = probed.filter(_needs_segments, batched=True).flatten_indices()
+    results: dict[str, dict] = {}
+    if len(todo):
+        todo = todo.add_column("previous", _previous_results(previous, todo, cfg))
+        work = {**args, "clips_dir": str(out / "clips"), "previous_clips": str(previous / "clips")}
+        cols = {"source": text, "result": text}
+        segmented = _map(todo, _segment_batch, cfg, "segment", work, cols)
+        results = {r["source"]: json.loads(r["result"]) for r in segmented}
+    write_jsonl(out / SOURCES_FILE, [results[s] for s in sorted(results)])
+    ref_hashes = _reference_hashes(refs, cfg, buckets)
+    _drop_duplicates_and_leaks(results, ref_hashes, cfg, out / "clips")
+    rows, dropped = _outcomes(probed, results, cfg)
+    rows = assign_splits(rows, cfg.validation_fraction, cfg.split_seed)
+    write_jsonl(out / "manifest.jsonl", rows)
+    write_jsonl(out / "quarantine.jsonl", dropped)
+    reused = sum(len(_kept(r)) for r in results.values() if r["reused"])
+    summary = _summary(len(inputs), rows, dropped, reused)
+    from curation.report import write_report
+
+    write_report(out, rows, dropped, summary)
+    return summary
+
+
+def _map(
+    ds: Any, fn: Any, cfg: CurationConfig, desc: str, kwargs: dict[str, Any], columns: dict
+) -> Any:
+    """A batched `Dataset.map` replacing the columns, in up to `cfg.workers` processes.
+
+    `columns` types the output (name -> datasets feature): a batch of all-None would else
+    give a column no type.
+    """
+    from datasets import Features
+
+    workers = cfg.workers or os.cpu_count() or 1
+    procs = min(workers, len(ds))
+    return ds.map(
+        fn,
+        batched=True,
+        batch_size=1,  # one file a call: a slow 4K clip never holds up a batch of small ones
+        num_proc=procs if procs > 1 else None,
+        remove_columns=ds.column_names,
+        fn_kwargs=kwargs,
+        features=Features(columns),
+        desc=desc,
+    )
+
+
+# --- per-file work (runs inside datasets' worker processes) --------------------------------
+
+
+def _probe_batch(
+    batch: dict[str, list], raw_dir: str, cfg_json: str, buckets: list[list[int]]
+) -> dict[str, list]:
+    """Classify and probe each file; a plan (bucket + crop) for those that can be curated."""
+    cfg = CurationConfig.model_validate_json(cfg_json)
+    out: dict[str, list] = {k: [] for k in ("source", "sha256", "reason", "detail", "info")}
+    for source in batch["source"]:
+        sha, reason, detail, info = _probe_one(Path(raw_dir), source, cfg, buckets)
+        for key, value in zip(out, (source, sha, reason, detail, info), strict=True):
+            out[key].append(value)
+    return out
+
+
+def _probe_one(
+    raw_dir: Path, source: str, cfg: CurationConfig, buckets: list[list[int]]
+) -> tuple[str | None, str | None, str, str]:
+    """(sha256, reason or None, detail, probe + plan as JSON)."""
+    path = raw_dir / source
+    kind, detail = classify(path, raw_dir)
+    if kind not in ("video", "still"):
+        sha = None if kind in ("symlink_outside", "broken_link") else _sha_or_none(path)
+        return sha, kind, detail, ""
+    if kind == "still" and not cfg.stills:
+        return sha256_file(path), "unsupported_still", "stills are off (curation.stills)", ""
+    luma = cfg.filters.letterbox_luma if cfg.filters.letterbox else None
+    info = probe_still(path, luma) if kind == "still" else probe(path, luma)
+    if isinstance(info, ProbeFailure):
+        return info.sha256, info.reason, info.detail, ""
+    verdict = _plan(info, cfg, [tuple(b) for b in buckets])  # type: ignore[misc]
+    if isinstance(verdict, tuple):
+        return info.sha256, verdict[0], verdict[1], ""
+    return info.sha256, None, "", json.dumps({"probe": _info_dict(info), "plan": asdict(verdict)})
+
+
+def _plan(
+    info: ProbeResult, cfg: CurationConfig, buckets: list[tuple[int, int]]
+) -> Plan | tuple[str, str]:
+    """The bucket and crop for a source, or (reason, detail) when it is too short or small."""
+    need = (cfg.frames - 0.5) / cfg.fps
+    if not info.still and info.duration_s < need:
+        return (
+            "too_short",
+            f"{info.duration_s:.2f} s; needs {cfg.frames} frames at {cfg.fps:g} fps "
+            f"({cfg.frames / cfg.fps:.2f} s)",
+        )
+    w, h = info.display_size
+    content = info.content_box or (0.0, 0.0, float(w), float(h))
+    size = (content[2] - content[0], content[3] - content[1])
+    bucket = nearest_bucket(size, buckets)  # type: ignore[arg-type]
+    box = cover_box(content, bucket)
+    if (up := upscale_needed(box, bucket)) > cfg.filters.max_upscale + 1e-9:
+        return (
+            "too_small",
+            f"{round(size[0])}x{round(size[1])} would be enlarged {up:.2f}x to fill "
+            f"{bucket[0]}x{bucket[1]} (curation.filters.max_upscale {cfg.filters.max_upscale:g})",
+        )
+    return Plan(bucket, box, 1 if info.still else cfg.frames, cfg.fps)
+
+
+def _segment_batch(
+    batch: dict[str, list],
+    cfg_json: str,
+    buckets: list[list[int]],
+    clips_dir: str,
+    previous_clips: str,
+) -> dict[str, list]:
+    """Segment each source (or copy last run's clips when its result is reusable)."""
+    cfg = CurationConfig.model_validate_json(cfg_json)
+    out: dict[str, list] = {"source": [], "result": []}
+    for source, sha, info_json, prev in zip(
+        batch["source"], batch["sha256"], batch["info"], batch["previous"], strict=True
+    ):
+        result = _reused(source, prev, Path(previous_clips), Path(clips_dir))
+        if result is None:
+            result = _segment_one(source, sha, info_json, cfg, Path(clips_dir))
+        out["source"].append(source)
+        out["result"].append(json.dumps(result))
+    return out
+
+
+def _segment_one(
+    source: str, sha: str, info_json: str, cfg: CurationConfig, clips_dir: Path
+) -> dict[str, Any]:
+    data = json.loads(info_json)
+    info = _info_from_dict(data["probe"])
+    plan = Plan(**{**data["plan"], "bucket": tuple(data["plan"]["bucket"])})
+    media = {"media": cfg.media_fields(), "version": CURATE_VERSION, "sha": sha}
+    box = [round(v, 2) for v in plan.box]
+
+    def name(slot: int) -> str:
+        return sha256_json(
+            {**media, "slot": slot, "bucket": [*plan.bucket, plan.frames], "box": box}
+        )[:16]
+
+    base = {"source": source, "sha256": sha, "settings": settings_hash(cfg), "reused": False}
+    base |= {"probe": data["probe"], "plan": data["plan"]}
+    try:
+        segments = segment_source(info, plan, cfg, clips_dir, name)
+    except Damaged as e:
+        return {**base, "reason": e.reason, "detail": e.detail, "segments": []}
+    return {**base, "reason": None, "detail": "", "segments": [segment_dict(s) for s in segments]}
+
+
+def _reused(source: str, prev: str, previous_clips: Path, clips_dir: Path) -> dict[str, Any] | None:
+    """Last run's result for this source if every clip it kept is still on disk, copied in."""
+    if not prev:
+        return None
+    result = json.loads(prev)
+    names = [f"{s['clip_id']}.mp4" for s in result["segments"] if s["clip_id"]]
+    if not all((previous_clips / n).is_file() for n in names):
+        return None
+    for n in names:
+        shutil.copyfile(previous_clips / n, clips_dir / n)
+    return {**result, "source": source, "reused": True}
+
+
+def settings_hash(cfg: CurationConfig) -> str:
+    """The settings a source's segments depend on (not the cross-source dedupe or the split)."""
+    fields = cfg.segment_fields()
+    for key in ("dedupe", "dedupe_distance", "leakage"):
+        fields["filters"].pop(key)
+    return sha256_json({"version": CURATE_VERSION, **fields})
+
+
+# --- across files ----------------------------------------------------------------------------
+
+
+def _exact_duplicates(probed: Any, raw_dir: Path) -> list[str | None]:
+    """For each row, the source with the same bytes that is kept (None for that one).
+
+    Real files win over links to them, then the first path in sorted order.
+    """
+    rows = list(zip(probed["source"], probed["sha256"], probed["reason"], strict=True))
+    order = sorted(range(len(rows)), key=lambda i: ((raw_dir / rows[i][0]).is_symlink(), i))
+    kept: dict[str, str] = {}
+    out: list[str | None] = [None] * len(rows)
+    for i in order:
+        source, sha, reason = rows[i]
+        if sha and reason is None:
+            first = kept.setdefault(sha, source)
+            out[i] = first if first != source else None
+    return out
+
+
+def _needs_segments(batch: dict[str, list]) -> list[bool]:
+    return [
+        r is None and d is None for r, d in zip(batch["reason"], batch["duplicate_of"], strict=True)
+    ]
+
+
+def _previous_results(previous: Path, todo: Any, cfg: CurationConfig) -> list[str]:
+    """Last run's per-source results (JSON) for sources whose bytes and settings are unchanged."""
+    path = previous / SOURCES_FILE
+    if not path.is_file():
+        return [""] * len(todo)
+    wanted = settings_hash(cfg)
+    old = {
+        (r["sha256"], json.dumps(r["plan"], sort_keys=True)): r
+        for r in read_jsonl(path)
+        if r.get("settings") == wanted and r.get("reason") is None
+    }
+    out = []
+    for sha, info in zip(todo["sha256"], todo["info"], strict=True):
+        plan = json.dumps(json.loads(info)["plan"], sort_keys=True)
+        hit = old.get((sha, plan))
+        out.append(json.dumps(hit) if hit else "")
+    return out
+
+
+def _reference_hashes(
+    refs: list[Path], cfg: CurationConfig, buckets: list[tuple[int, int]]
+) -> list[str]:
+    """Signatures of every reference frame (none when leakage checks are off)."""
+    files = [p for r in refs if r.is_dir() for p in list_inputs_quiet(r)]
+    files = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES | STILL_SUFFIXES]
+    if not cfg.filters.leakage or not files:
+        return []
+    from datasets import Dataset, List, Value
+
+    table = Dataset.from_dict({"path": [str(p) for p in files]})
+    luma = cfg.filters.letterbox_luma if cfg.filters.letterbox else None
+    args = {"buckets": [list(b) for b in buckets], "luma": luma, "fps": cfg.fps}
+    cols = {"hashes": List(Value("string"))}
+    hashed = _map(table, _reference_batch, cfg, "hash references", args, cols)
+    return [h for row in hashed["hashes"] for h in row]
+
+
+def _reference_batch(
+    batch: dict[str, list], buckets: list[list[int]], luma: float | None, fps: float
+) -> dict[str, list]:
+    sizes: list[tuple[int, int]] = [(b[0], b[1]) for b in buckets]
+    hashes = [dedupe.reference_hashes(Path(p), sizes, luma, fps) for p in batch["path"]]
+    return {"hashes": hashes}
+
+
+def _drop_duplicates_and_leaks(
+    results: dict[str, dict], ref_hashes: list[str], cfg: CurationConfig, clips: Path
+) -> None:
+    """Mark kept segments that nearly duplicate another source's or a reference; delete them."""
+    f = cfg.filters
+    # The copy with the most source pixels is kept (then the first path): the best master.
+    order = sorted(results, key=lambda src: (-_pixels(results[src]), src))
+    items = [(s["clip_id"], src, s["phash"]) for src in order for s in _kept(results[src])]
+    dupes = dedupe.near_duplicates(items, f.dedupe_distance) if f.dedupe else {}
+    where = {s["clip_id"]: (src, s["start_s"]) for src in results for s in _kept(results[src])}
+    for source in sorted(results):
+        for seg in _kept(results[source]):
+            if seg["clip_id"] in dupes:
+                other = where[dupes[seg["clip_id"]]]
+                reason, detail = "near_duplicate", f"looks like {other[0]} at {other[1]:.2f} s"
+            elif f.leakage and dedupe.leaks(seg["phash"], ref_hashes, f.dedupe_distance):
+                reason, detail = "leakage", "looks like a reference (held-out) clip"
+            else:
+                continue
+            (clips / f"{seg['clip_id']}.mp4").unlink(missing_ok=True)
+            seg.update(reason=reason, detail=detail, clip_id=None)
+
+
+def _pixels(result: dict[str, Any]) -> int:
+    w, h = result["probe"]["display_size"]
+    return int(w * h)
+
+
+def _kept(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in result["segments"] if s["reason"] is None]
+
+
+def _outcomes(
+    probed: Any, results: dict[str, dict], cfg: CurationConfig
+) -> tuple[list[dict], list[dict]]:
+    """Manifest rows and quarantine rows; each input is a manifest source xor one file row."""
+    rows: list[dict] = []
+    dropped: list[dict] = []
+    for rec in probed:
+        source, sha = rec["source"], rec["sha256"]
+        if rec["reason"] is not None or rec["duplicate_of"] is not None:
+            reason = rec["reason"] or "duplicate"
+            detail = rec["detail"] or f"same bytes as {rec['duplicate_of']}"
+            dropped.append(_quarantine(source, sha, reason, detail))
+            continue
+        result = results[source]
+        kept = _kept(result)
+        if result["reason"] is not None or not kept:
+            reason, detail = _file_verdict(result)
+            dropped.append(_quarantine(source, sha, reason, detail))
+            continue
+        rows += [_row(result, seg, kept, cfg) for seg in kept]
+        dropped += [
+            _quarantine(source, sha, s["reason"], s["detail"], (s["start_s"], s["end_s"]))
+            for s in result["segments"]
+            if s["reason"] is not None
+        ]
+    return rows, dropped
+
+
+def _file_verdict(result: dict[str, Any]) -> tuple[str, str]:
+    """Why a source gave no clip: its own failure, its segments' commonest reason, or length."""
+    if result["reason"] is not None:
+        return result["reason"], result["detail"]
+    reasons = Counter(s["reason"] for s in result["segments"])
+    if not reasons:
+        return "too_short", "no scene is as long as one clip: every scene was cut before it filled"
+    reason = reasons.most_common(1)[0][0]
+    first = next(s for s in result["segments"] if s["reason"] == reason)
+    counts = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+    return reason, f"every segment dropped ({counts}); first: {first['detail']}"
+
+
+def _quarantine(
+    source: str, sha: str | None, reason: str, detail: str, span: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "source_sha256": sha,
+        "reason": reason,
+        "detail": detail,
+        "level": "file" if span is None else "segment",
+        "start_s": span[0] if span else None,
+        "end_s": span[1] if span else None,
+    }
+
+
+def _row(
+    result: dict[str, Any], seg: dict[str, Any], kept: list[dict], cfg: CurationConfig
+) -> dict[str, Any]:
+    info, plan = result["probe"], result["plan"]
+    (bw, bh), frames, fps = plan["bucket"], plan["frames"], plan["fps"]
+    discarded = _discarded(info, plan, len(kept))
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "id": seg["clip_id"],
+        "path": f"clips/{seg['clip_id']}.mp4",
+        "source": result["source"],
+        "source_sha256": result["sha256"],
+        "scene": seg["scene"],
+        "segment": seg["index"],
+        "start_s": seg["start_s"],
+        "end_s": seg["end_s"],
+        "fps": fps,
+        "frames": frames,
+        "width": bw,
+        "height": bh,
+        "codec": "h264",
+        "still": info["still"],
+        "has_audio": info["has_audio"],
+        "audio_sample_rate": cfg.audio_sample_rate if info["has_audio"] else None,
+        "audio_channels": cfg.audio_channels if info["has_audio"] else None,
+        "bucket": [bw, bh, frames],
+        "split": None,
+        "crop_box": [round(v, 2) for v in plan["box"]],
+        "letterboxed": info["content_box"] is not None,
+        "crop_fraction": round(discarded["letterbox"] + discarded["aspect_crop"], 4),
+        "frames_dropped_fraction": discarded["time"],
+        "discarded": discarded,
+        "quality": seg["quality"],
+        "phash": seg["phash"],
+        "source_size": list(info["display_size"]),
+        "source_fps": round(info["fps"], 4),
+        "source_duration_s": round(info["duration_s"], 4),
+        "source_vfr": info["vfr"],
+        "source_rotation": info["rotation"],
+    }
+
+
+def _discarded(info: dict[str, Any], plan: dict[str, Any], kept: int) -> dict[str, float]:
+    """Fractions of the source each choice threw away (see docs/datasets.md)."""
+    w, h = info["display_size"]
+    content = info["content_box"] or (0.0, 0.0, float(w), float(h))
+    box, (bw, bh) = tuple(plan["box"]), plan["bucket"]
+    kept_s = kept * plan["frames"] / plan["fps"]
+    duration = info["duration_s"]
+    return {
+        "letterbox": round(1 - area(content) / (w * h), 4),
+        "aspect_crop": round((area(content) - area(box)) / (w * h), 4),
+        "resolution": round(max(0.0, 1 - bw * bh / area(box)), 4),
+        "time": 0.0 if info["still"] else round(max(0.0, 1 - kept_s / duration), 4),
+        "fps": 0.0 if info["still"] else round(max(0.0, 1 - plan["fps"] / info["fps"]), 4),
+    }
+
+
+def _summary(n_inputs: int, rows: list[dict], dropped: list[dict], reused: int) -> dict[str, Any]:
+    splits = Counter(r["split"] for r in rows)
+    files = Counter(q["reason"] for q in dropped if q["level"] == "file")
+    segments = Counter(q["reason"] for q in dropped if q["level"] == "segment")
+    return {
+        "inputs": n_inputs,
+        "sources_curated": len({r["source"] for r in rows}),
+        "curated": len(rows),
+        "reused": reused,
+        "splits": {"train": splits["train"], "validation": splits["validation"]},
+        "quarantined": dict(sorted(files.items())),
+        "segments_dropped": dict(sorted(segments.items())),
+    }
+
+
+# --- probe results across the process boundary ----------------------------------------------
+
+
+def _info_dict(info: ProbeResult) -> dict[str, Any]:
+    d = asdict(info)
+    d["path"] = str(info.path)
+    d["display_size"] = list(info.display_size)
+    return d
+
+
+def _info_from_dict(d: dict[str, Any]) -> ProbeResult:
+    fields = {k: v for k, v in d.items() if k in ProbeResult.__dataclass_fields__}
+    box = fields.get("content_box")
+    return ProbeResult(
+        **{**fields, "path": Path(d["path"]), "content_box": tuple(box) if box else None}
+    )
+
+
+def _sha_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None

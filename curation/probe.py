@@ -1,0 +1,234 @@
+"""What a media file holds, read with PyAV (or Pillow for stills); bad media is a typed failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stagekit.hashing import sha256_file
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in display pixels
+
+# Keyframes are cheap to decode and spread over the clip: enough to tell bars from dark scenes.
+_LETTERBOX_KEYFRAMES = 12
+_LETTERBOX_WIDTH = 320
+# Frame intervals that differ by more than this fraction from the median mark variable rate.
+_VFR_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Facts of a readable video or still. `width`/`height` are as stored; see `display_size`."""
+
+    path: Path
+    sha256: str
+    container: str
+    video_codec: str
+    fps: float
+    frames: int
+    duration_s: float
+    width: int
+    height: int
+    rotation: int  # degrees counter-clockwise a player turns the frame: 0, 90, 180 or 270
+    has_audio: bool
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    vfr: bool = False  # frame intervals vary (phones, screen recordings)
+    still: bool = False
+    content_box: Box | None = None  # the picture inside letterbox/pillarbox bars, display pixels
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as a player shows it, after rotation."""
+        turned = self.rotation in (90, 270)
+        return (self.height, self.width) if turned else (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A file with no usable picture. `reason`: undecodable, no_video_stream."""
+
+    path: Path
+    sha256: str
+    reason: str
+    detail: str
+
+
+def probe(path: Path, letterbox_luma: float | None = None) -> ProbeResult | ProbeFailure:
+    """Open `path`, decode its first frame, read stream facts; never raises on bad media.
+
+    With `letterbox_luma`, also find black bars (rows/columns darker than it in every keyframe).
+    """
+    path = Path(path)
+    sha = sha256_file(path)
+    try:
+        with av.open(str(path)) as container:
+            info = _inspect(container, path, sha)
+        if isinstance(info, ProbeResult) and letterbox_luma is not None:
+            box = find_letterbox(path, info.rotation, letterbox_luma)
+            info = _with_box(info, box)
+        return info
+    except (av.FFmpegError, OSError, EOFError, ValueError) as e:
+        return ProbeFailure(path, sha, "undecodable", _one_line(e))
+
+
+def probe_still(path: Path, letterbox_luma: float | None = None) -> ProbeResult | ProbeFailure:
+    """A jpg/png/webp as a 1-frame clip, upright per its EXIF orientation."""
+    path = Path(path)
+    sha = sha256_file(path)
+    try:
+        with Image.open(path) as img:
+            fmt = img.format or "image"
+            upright = ImageOps.exif_transpose(img).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return ProbeFailure(path, sha, "undecodable", _one_line(e))
+    w, h = upright.size
+    info = ProbeResult(path, sha, fmt.lower(), fmt.lower(), 0.0, 1, 0.0, w, h, 0, False, None, None)
+    info = _replace(info, still=True)
+    if letterbox_luma is not None:
+        info = _with_box(info, bars_box(_gray(upright)[None], letterbox_luma))
+    return info
+
+
+def _inspect(
+    container: av.container.InputContainer, path: Path, sha: str
+) -> ProbeResult | ProbeFailure:
+    if not container.streams:  # what a truncated mp4 without its index opens as
+        return ProbeFailure(path, sha, "undecodable", "no streams found: truncated or not media")
+    if not container.streams.video:
+        return ProbeFailure(path, sha, "no_video_stream", "the file has no video stream")
+    stream = container.streams.video[0]
+    first = next(container.decode(stream), None)
+    if first is None:
+        return ProbeFailure(path, sha, "undecodable", "no video frame could be decoded")
+    counted, vfr = _frame_times(path)
+    frames = stream.frames or counted
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    duration = _duration(container, stream)
+    fps = fps or (frames / duration if duration else 0.0)
+    audio = container.streams.audio[0] if container.streams.audio else None
+    return ProbeResult(
+        path=path,
+        sha256=sha,
+        container=container.format.name,
+        video_codec=stream.codec_context.name,
+        fps=fps,
+        frames=frames,
+        duration_s=duration or (frames / fps if fps else 0.0),
+        width=first.width,
+        height=first.height,
+        rotation=round(first.rotation / 90) % 4 * 90,
+        has_audio=audio is not None,
+        audio_sample_rate=audio.codec_context.sample_rate if audio else None,
+        audio_channels=audio.codec_context.channels if audio else None,
+        vfr=vfr,
+    )
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    # The stream's own duration first: the container's includes a longer audio track.
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def _frame_times(path: Path) -> tuple[int, bool]:
+    """(frame count, variable rate?) from packet timestamps: demux only, no decode."""
+    with av.open(str(path)) as container:
+        pts = sorted(p.pts for p in container.demux(video=0) if p.size and p.pts is not None)
+    if len(pts) < 3:
+        return len(pts), False
+    steps = np.diff(np.asarray(pts, np.float64))
+    median = float(np.median(steps))
+    vfr = median > 0 and float(np.max(np.abs(steps - median))) > _VFR_TOLERANCE * median
+    return len(pts), bool(vfr)
+
+
+def find_letterbox(path: Path, rotation: int, luma: float) -> Box | None:
+    """The picture inside black bars, from up to a dozen keyframes (None: no bars)."""
+    grays: list[np.ndarray] = []
+    full = (0, 0)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONKEY"
+        try:
+            for frame in container.decode(stream):
+                full = (frame.width, frame.height)
+                grays.append(np.rot90(_small_gray(frame), k=rotation // 90))
+                if len(grays) == _LETTERBOX_KEYFRAMES:
+                    break
+        except av.FFmpegError:
+            pass  # a damaged tail: the keyframes before it still show the bars (segmenting
+            # reports the damage)
+    if not grays:
+        return None
+    box = bars_box(np.stack(grays), luma)
+    if box is None:
+        return None
+    disp = full if rotation in (0, 180) else (full[1], full[0])
+    sx, sy = disp[0] / grays[0].shape[1], disp[1] / grays[0].shape[0]
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def _small_gray(frame: av.VideoFrame) -> np.ndarray:
+    scale = min(1.0, _LETTERBOX_WIDTH / frame.width)
+    small = frame.reformat(
+        width=max(2, round(frame.width * scale)),
+        height=max(2, round(frame.height * scale)),
+        format="gray",
+        interpolation="AREA",
+    )
+    return small.to_ndarray()
+
+
+def bars_box(grays: np.ndarray, luma: float) -> Box | None:
+    """Bounds of the rows/columns that are brighter than `luma` somewhere in `[N, H, W]` frames.
+
+    None when there are no bars worth cropping (under 2% a side) or the picture would vanish.
+    """
+    bright = grays.max(axis=0) > luma
+    rows, cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    h, w = bright.shape
+    if rows.size == 0 or cols.size == 0:
+        return None  # all dark: a black clip, which the black filter reports
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    min_y, min_x = max(1, 0.02 * h), max(1, 0.02 * w)
+    top, bottom = (top if top >= min_y else 0), (bottom if h - bottom >= min_y else h)
+    left, right = (left if left >= min_x else 0), (right if w - right >= min_x else w)
+    if (top, bottom, left, right) == (0, h, 0, w):
+        return None
+    if (bottom - top) < 0.4 * h or (right - left) < 0.4 * w:
+        return None  # mostly dark footage, not bars: keep the whole frame
+    return (float(left), float(top), float(right), float(bottom))
+
+
+def _gray(img: Image.Image) -> np.ndarray:
+    scale = min(1.0, _LETTERBOX_WIDTH / img.width)
+    small = img.convert("L").resize(
+        (max(2, round(img.width * scale)), max(2, round(img.height * scale)))
+    )
+    return np.asarray(small)
+
+
+def _with_box(info: ProbeResult, box: Box | None) -> ProbeResult:
+    if box is not None and info.still:
+        scale = info.width / _gray_width(info.width)
+        box = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
+    return _replace(info, content_box=box)
+
+
+def _gray_width(width: int) -> int:
+    return max(2, round(width * min(1.0, _LETTERBOX_WIDTH / width)))
+
+
+def _replace(info: ProbeResult, **changes: object) -> ProbeResult:
+    return replace(info, **changes)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

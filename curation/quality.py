@@ -1,0 +1,75 @@
+"""Per-frame pixel statistics (numpy only): luma, motion, sharpness, colour histograms, dHash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+THUMB = 32  # side of the grey thumbnail motion is measured on: small enough to ignore noise
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """What the filters need of one frame: mean luma, a grey thumbnail and a colour histogram."""
+
+    luma: float
+    thumb: np.ndarray  # [THUMB, THUMB] float32
+    hist: np.ndarray  # [64] float32, sums to 1
+
+
+def gray(rgb: np.ndarray) -> np.ndarray:
+    """`[H, W, 3]` uint8 -> `[H, W]` float32 luma (BT.601 weights)."""
+    return rgb.astype(np.float32) @ _LUMA
+
+
+def frame_stats(rgb: np.ndarray) -> FrameStats:
+    """Stats of one `[H, W, 3]` uint8 frame, from every other pixel of large frames (these are
+    averages: a quarter of the pixels gives the same numbers at a quarter of the cost)."""
+    if min(rgb.shape[:2]) >= 4 * THUMB:
+        rgb = rgb[::2, ::2]
+    g = gray(rgb)
+    thumb = np.asarray(Image.fromarray(g, mode="F").resize((THUMB, THUMB), Image.Resampling.BOX))
+    q = (rgb >> 6).astype(np.int32)  # 4 levels a channel: 64 colour bins
+    hist = np.bincount((q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel(), minlength=64)
+    return FrameStats(float(g.mean()), thumb, (hist / hist.sum()).astype(np.float32))
+
+
+def hist_distance(a: FrameStats, b: FrameStats) -> float:
+    """Half the L1 distance of two colour histograms: 0 same palette, 1 disjoint."""
+    return float(np.abs(a.hist - b.hist).sum() / 2)
+
+
+def motion(a: FrameStats, b: FrameStats) -> float:
+    """Mean absolute change of the grey thumbnails, in 0-255 levels."""
+    return float(np.abs(a.thumb - b.thumb).mean())
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the luma: low for blurred frames."""
+    g = gray(rgb)
+    if min(g.shape) < 3:
+        return 0.0
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(lap.var())
+
+
+def dhash(rgb: np.ndarray) -> int:
+    """64-bit difference hash: is each of 8x8 cells brighter than its right neighbour."""
+    small = Image.fromarray(gray(rgb), mode="F").resize((9, 8), Image.Resampling.BOX)
+    px = np.asarray(small)
+    bits = (px[:, 1:] > px[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def signature(rgb: np.ndarray) -> str:
+    """22 hex digits: the dHash (structure) then the mean colour (R, G, B), which dHash ignores:
+    the same layout in other colours is another shot, not a copy."""
+    mean = rgb.reshape(-1, 3).mean(axis=0).round().astype(int)
+    return f"{dhash(rgb):016x}" + "".join(f"{int(c):02x}" for c in mean)

@@ -1,0 +1,321 @@
+"""One sequential decode per source: scene cuts, training-length segments, their quality, clips.
+
+Frames are resampled by time to the target fps, cropped and scaled to the bucket as they are
+decoded, measured, and encoded a segment at a time: memory holds one segment, never a source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+from curation.buckets import Box
+from curation.config import CurationConfig
+from curation.media import AudioCursor, write_clip
+from curation.probe import ProbeResult
+from curation.quality import FrameStats, frame_stats, hist_distance, motion, sharpness, signature
+
+# Frame times are floats from integer pts; this absorbs their rounding.
+_EPS = 1e-6
+# Decoded frames this far below the container's count mean the file was cut short.
+_TRUNCATED_SLACK = 0.02
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one source becomes clips: the bucket and the display region scaled into it."""
+
+    bucket: tuple[int, int]
+    box: Box
+    frames: int
+    fps: float
+
+
+@dataclass
+class Segment:
+    """One training-length piece of a source; `reason` is None when its clip was written."""
+
+    scene: int
+    index: int
+    start_slot: int
+    start_s: float
+    end_s: float
+    quality: dict[str, float]
+    reason: str | None = None
+    detail: str = ""
+    clip_id: str | None = None
+    phash: list[str] = field(default_factory=list)
+
+
+class Damaged(Exception):
+    """Decoding failed or stopped early: the file is truncated or corrupt."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+ClipNamer = Callable[[int], str]  # start slot -> clip id
+
+
+def segment_source(
+    info: ProbeResult, plan: Plan, cfg: CurationConfig, clips_dir: Path, name: ClipNamer
+) -> list[Segment]:
+    """Every segment of `info`'s file, kept ones written to `clips_dir/<id>.mp4`.
+
+    Raises `Damaged` (after deleting what it wrote) when the file turns out truncated.
+    """
+    if info.still:
+        return [_still_segment(info, plan, cfg, clips_dir, name)]
+    cutter = _Cutter(info, plan, cfg, clips_dir, name)
+    try:
+        decoded = cutter.run()
+    except (av.FFmpegError, OSError, EOFError) as e:
+        cutter.discard()
+        reason = "truncated" if cutter.decoded else "undecodable"
+        raise Damaged(reason, f"decoding stopped after {cutter.decoded} frames: {e}") from e
+    if decoded < info.frames * (1 - _TRUNCATED_SLACK) - 1:
+        cutter.discard()
+        raise Damaged(
+            "truncated", f"decoded {decoded} of the {info.frames} frames the container lists"
+        )
+    return cutter.segments
+
+
+def time_slots(
+    frames: Iterable[av.VideoFrame], fps: float, src_fps: float
+) -> Iterator[tuple[int, av.VideoFrame, float]]:
+    """(slot n, the source frame on screen at slot time, that time in source seconds).
+
+    Slot n is at t0 + n/fps: a constant-rate grid over a constant- or variable-rate source.
+    """
+    held: av.VideoFrame | None = None
+    held_t = t0 = 0.0
+    n = 0
+    for i, frame in enumerate(frames):
+        t = frame.time if frame.time is not None else i / src_fps
+        if held is None:
+            t0 = t
+        while held is not None and n / fps < t - t0 - _EPS:
+            yield n, held, t0 + n / fps
+            n += 1
+        held, held_t = frame, t - t0
+    # Past the last frame: it stays on screen for one source frame period.
+    while held is not None and n / fps < held_t + 1 / src_fps - _EPS:
+        yield n, held, t0 + n / fps
+        n += 1
+
+
+def frame_converter(info: ProbeResult, plan: Plan) -> Callable[[av.VideoFrame], np.ndarray]:
+    """Stored frame -> upright `[bh, bw, 3]` uint8 bucket frame: one swscale pass, then crop.
+
+    Scaling the whole frame in swscale (not PIL on full-size RGB) keeps 4K/8K sources cheap.
+    """
+    (bw, bh), box = plan.bucket, plan.box
+    scale = bw / (box[2] - box[0])
+    turned = info.rotation in (90, 270)
+    sw = max(bh if turned else bw, round(info.width * scale))
+    sh = max(bw if turned else bh, round(info.height * scale))
+    dw, dh = (sh, sw) if turned else (sw, sh)
+    x0 = min(max(0, round(box[0] * scale)), dw - bw)
+    y0 = min(max(0, round(box[1] * scale)), dh - bh)
+    interp = "AREA" if scale < 1 else "BICUBIC"
+    k = info.rotation // 90
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        arr = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interp)
+        out = np.rot90(arr.to_ndarray(), k) if k else arr.to_ndarray()
+        return np.ascontiguousarray(out[y0 : y0 + bh, x0 : x0 + bw])
+
+    return convert
+
+
+def quality_reason(
+    lumas: list[float], motions: list[float], sharp: float, cfg: CurationConfig, still: bool
+) -> tuple[str, str] | None:
+    """(reason, detail) when a segment is black, frozen or blurred; None when it is usable."""
+    f = cfg.filters
+    dark = sum(lu < f.black_luma for lu in lumas) / len(lumas)
+    if dark >= f.black_fraction:
+        return "black", f"{dark:.0%} of frames darker than luma {f.black_luma:g}"
+    moved = float(np.mean(motions)) if motions else 0.0
+    if not still and moved < f.frozen_motion:
+        return "frozen", f"mean change {moved:.2f} levels/frame (< {f.frozen_motion:g})"
+    if sharp < f.blur_sharpness:
+        return "blurry", f"sharpness {sharp:.1f} (< {f.blur_sharpness:g})"
+    return None
+
+
+class _Cutter:
+    """State of one source's pass: current scene, the segment being filled, segments so far."""
+
+    def __init__(
+        self, info: ProbeResult, plan: Plan, cfg: CurationConfig, clips_dir: Path, name: ClipNamer
+    ) -> None:
+        self.info, self.plan, self.cfg, self.clips_dir, self.name = info, plan, cfg, clips_dir, name
+        self.convert = frame_converter(info, plan)
+        self.segments: list[Segment] = []
+        self.decoded = 0
+        self.scene = 0
+        self.scene_start = 0
+        self._last = -1
+        self._frame: av.VideoFrame | None = None
+        self._arr: np.ndarray | None = None
+        self._stats: FrameStats | None = None
+        self._reset()
+        self._audio: AudioCursor | None = None
+
+    def run(self) -> int:
+        """Decode the file once; returns how many source frames were decoded."""
+        sc = self.cfg.scenes
+        self._limit = math.inf if sc.max_scene_s is None else round(sc.max_scene_s * self.plan.fps)
+        if self.info.has_audio:
+            self._audio = AudioCursor(
+                self.info.path, self.cfg.audio_sample_rate, self.cfg.audio_channels
+            )
+        try:
+            with av.open(str(self.info.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"  # frame threads: the decode is most of the cost
+                frames = self._count(container.decode(stream))
+                src_fps = self.info.fps or self.plan.fps
+                for slot, frame, t in time_slots(frames, self.plan.fps, src_fps):
+                    self._add(slot, frame, t)
+            self._end_scene(None)
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+        return self.decoded
+
+    def discard(self) -> None:
+        for seg in self.segments:
+            if seg.clip_id:
+                (self.clips_dir / f"{seg.clip_id}.mp4").unlink(missing_ok=True)
+        self.segments = []
+
+    def _count(self, frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            self.decoded += 1
+            yield frame
+
+    def _reset(self) -> None:
+        self._buf: list[np.ndarray] = []
+        self._lumas: list[float] = []
+        self._motions: list[float] = []
+        self._start: tuple[int, float] = (0, 0.0)
+
+    def _add(self, slot: int, frame: av.VideoFrame, t: float) -> None:
+        self._last = slot
+        if frame is not self._frame:
+            arr = self.convert(frame)
+            stats = frame_stats(arr)
+            prev, self._frame, self._arr, self._stats = self._stats, frame, arr, stats
+            sc = self.cfg.scenes
+            if prev is not None and sc.detect and hist_distance(prev, stats) > sc.cut_threshold:
+                self._end_scene(slot)
+            elif prev is not None and self._buf:
+                self._motions.append(motion(prev, stats))
+        assert self._arr is not None and self._stats is not None
+        in_scene = slot - self.scene_start
+        cap = self.cfg.scenes.max_clips_per_scene
+        if in_scene >= self._limit or (cap is not None and self._scene_clips() >= cap):
+            return
+        if not self._buf:
+            self._start = (slot, t)
+        self._buf.append(self._arr)
+        self._lumas.append(self._stats.luma)
+        if len(self._buf) == self.plan.frames:
+            self._emit()
+
+    def _scene_clips(self) -> int:
+        return sum(s.scene == self.scene for s in self.segments)
+
+    def _end_scene(self, next_start: int | None) -> None:
+        """Close the scene (the partial segment is dropped); mark it short if it was."""
+        end = next_start if next_start is not None else self._last + 1
+        length_s = (end - self.scene_start) / self.plan.fps
+        if length_s < self.cfg.scenes.min_scene_s:
+            for seg in self.segments:
+                if seg.scene == self.scene and seg.reason is None:
+                    (self.clips_dir / f"{seg.clip_id}.mp4").unlink(missing_ok=True)
+                    seg.reason, seg.clip_id, seg.phash = "short_scene", None, []
+                    seg.detail = f"scene lasts {length_s:.2f} s (< {self.cfg.scenes.min_scene_s:g})"
+        self._reset()
+        if next_start is not None:
+            self.scene, self.scene_start = self.scene + 1, next_start
+
+    def _emit(self) -> None:
+        slot, t = self._start
+        seconds = self.plan.frames / self.plan.fps
+        picks = [self._buf[0], self._buf[len(self._buf) // 2], self._buf[-1]]
+        sharp = float(np.median([sharpness(p) for p in picks]))
+        quality = {
+            "luma": round(float(np.mean(self._lumas)), 2),
+            "motion": round(float(np.mean(self._motions)) if self._motions else 0.0, 3),
+            "sharpness": round(sharp, 2),
+        }
+        seg = Segment(
+            self.scene, len(self.segments), slot, round(t, 6), round(t + seconds, 6), quality
+        )
+        verdict = quality_reason(self._lumas, self._motions, sharp, self.cfg, still=False)
+        if verdict is not None:
+            seg.reason, seg.detail = verdict
+        else:
+            audio = self._audio.take(t, seconds) if self._audio is not None else None
+            seg.clip_id = self.name(slot)
+            _write(self.clips_dir / f"{seg.clip_id}.mp4", self._buf, audio, self.cfg)
+            seg.phash = [signature(p) for p in picks]
+        self.segments.append(seg)
+        self._reset()
+
+
+def _still_segment(
+    info: ProbeResult, plan: Plan, cfg: CurationConfig, clips_dir: Path, name: ClipNamer
+) -> Segment:
+    arr = still_frame(info, plan)
+    sharp = sharpness(arr)
+    luma = frame_stats(arr).luma
+    quality = {"luma": round(luma, 2), "motion": 0.0, "sharpness": round(sharp, 2)}
+    seg = Segment(0, 0, 0, 0.0, 0.0, quality)
+    verdict = quality_reason([luma], [], sharp, cfg, still=True)
+    if verdict is not None:
+        seg.reason, seg.detail = verdict
+        return seg
+    seg.clip_id = name(0)
+    _write(clips_dir / f"{seg.clip_id}.mp4", [arr], None, cfg)
+    seg.phash = [signature(arr)] * 3
+    return seg
+
+
+def still_frame(info: ProbeResult, plan: Plan) -> np.ndarray:
+    """A still, upright per its EXIF orientation, cropped and scaled to the bucket."""
+    with Image.open(info.path) as img:
+        upright = ImageOps.exif_transpose(img).convert("RGB")
+    return np.asarray(upright.resize(plan.bucket, Image.Resampling.BICUBIC, box=plan.box))
+
+
+def _write(
+    dest: Path, frames: list[np.ndarray], audio: np.ndarray | None, cfg: CurationConfig
+) -> None:
+    write_clip(
+        dest,
+        frames,
+        cfg.fps,
+        audio=audio,
+        sample_rate=cfg.audio_sample_rate,
+        gop=cfg.gop,
+        crf=cfg.crf,
+        preset=cfg.preset,
+    )
+
+
+def segment_dict(seg: Segment) -> dict[str, Any]:
+    """A JSON-able copy of `seg` (what crosses the datasets.map process boundary)."""
+    return {k: getattr(seg, k) for k in Segment.__dataclass_fields__}

@@ -1,0 +1,95 @@
+"""The sizes of each supported LTX-2 model that decide what a cache sample holds, and the bytes
+one sample takes. Real sizes are those of diffusers' `scripts/convert_ltx2_to_diffusers.py`
+(LTX-2.0) and the LTX-2.3 connector settings (per-modality text projections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ltx import tiny
+
+AUDIO_LATENTS_PER_SECOND = 25  # 16 kHz mel, hop 160, x4 time compression
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the latent and text caches of one model version look like."""
+
+    name: str
+    latent_channels: int  # video VAE
+    spatial: int  # video VAE compression (x32 for the real model)
+    temporal: int  # (x8)
+    audio_latent_channels: int
+    audio_mel_bins: int  # audio VAE input mel bins; latents keep mel_bins / 4
+    text_tokens: int  # prompts padded to this many tokens
+    text_dims: tuple[int, ...]  # one cached feature per entry: (video,) or (video, audio)
+    gemma_hidden: int  # Gemma-3 hidden size
+    text_layers: int  # Gemma hidden states stacked (layers + 1): what caching avoids
+
+    def video_latent_shape(self, frames: int, height: int, width: int) -> tuple[int, ...]:
+        """[C, F', H', W'] of a frames x height x width clip (frames = temporal*k + 1)."""
+        f = (frames - 1) // self.temporal + 1
+        return (self.latent_channels, f, height // self.spatial, width // self.spatial)
+
+    def audio_latent_shape(self, frames: int, fps: float) -> tuple[int, ...]:
+        """[C, L, M'] for the clip's duration."""
+        length = round(frames / fps * AUDIO_LATENTS_PER_SECOND)
+        return (self.audio_latent_channels, length, self.audio_mel_bins // 4)
+
+
+LTX_2_0 = ModelSpec("ltx-2.0", 128, 32, 8, 8, 64, 1024, (3840,), 3840, 49)
+# LTX-2.3: per-modality text projections (video 4096, audio 2048), the same VAEs.
+LTX_2_3 = ModelSpec("ltx-2.3", 128, 32, 8, 8, 64, 1024, (4096, 2048), 3840, 49)
+TINY = ModelSpec(
+    "tiny",
+    tiny.VAE_LATENT_CHANNELS,
+    tiny.VAE_CONFIG["spatial_compression_ratio"],
+    tiny.VAE_CONFIG["temporal_compression_ratio"],
+    tiny.AUDIO_LATENT_CHANNELS,
+    tiny.AUDIO_MEL_BINS,
+    tiny.TEXT_MAX_TOKENS,
+    (tiny.TEXT_HIDDEN,),
+    tiny.TEXT_HIDDEN,
+    tiny.TEXT_LAYERS + 1,
+)
+SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY}
+
+# The real LTX-2.0 video VAE config (diffusers conversion script): bucket rules come from it.
+LTX_2_0_VAE_CONFIG: dict[str, Any] = {
+    "latent_channels": 128,
+    "block_out_channels": [256, 512, 1024, 2048],
+    "layers_per_block": [4, 6, 6, 2, 2],
+    "spatio_temporal_scaling": [True, True, True, True],
+    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+
+
+def cache_bytes(
+    spec: ModelSpec, frames: int, height: int, width: int, fps: float, value_bytes: int = 2
+) -> dict[str, int]:
+    """Bytes of one cached sample's tensors (bf16 values by default; the mask is int64)."""
+    video = _prod(spec.video_latent_shape(frames, height, width))
+    audio = _prod(spec.audio_latent_shape(frames, fps))
+    text = sum(spec.text_tokens * d for d in spec.text_dims)
+    out = {
+        "video": video * value_bytes,
+        "audio": audio * value_bytes,
+        "text": text * value_bytes,
+        "mask": spec.text_tokens * 8,
+    }
+    out["total"] = sum(out.values())
+    gemma = spec.text_tokens * spec.gemma_hidden * spec.text_layers * value_bytes
+    out["stacked_gemma_instead"] = gemma  # what caching the raw text-encoder output would take
+    return out
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -1,0 +1,119 @@
+"""`ltx-lora`: one verb per pipeline stage, each taking Hydra overrides (key=value)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from stagekit.privacy import apply_offline_defaults
+
+VERBS = {
+    "curate": "probe raw clips, conform them to the model's buckets; manifest + quarantine",
+    "caption": "attach captions (sidecar .txt or the card's template) with the trigger word",
+    "preprocess": "encode video/audio latents and text embeddings into the cache",
+    "train": "train a LoRA on the cached latents; export diffusers + ComfyUI adapters",
+    "evaluate": "render base vs adapter, score against reference clips; verdict + report",
+    "register": "register the adapter in MLflow as <client>.<adapter> with lineage tags",
+    "run": "all of the above, in order (each stage skips work it has already done)",
+    "sample": "generate the procedural sample dataset (done on first use anyway)",
+    "dataset": "dataset status: the DVC hash of raw/ (the lineage key) and its tracking state",
+}
+
+EPILOG = """\
+examples:
+  ltx-lora run                                  the sample dataset on the tiny model
+  ltx-lora run dataset=acme-mascot              your clips in datasets/acme-mascot/raw/
+  ltx-lora train lora.rank=16 trainer.max_steps=50
+  ltx-lora run experiment=quick                 an override-only file in configs/experiment/
+  ltx-lora train --cfg                          print the composed config and exit
+
+The workspace is --workspace, else $LTX_LORA_WORKSPACE, else the current directory.
+Nothing leaves the machine: telemetry is off and model hubs are offline.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ltx-lora",
+        description="LoRA fine-tuning and adapter management for LTX-2.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workspace", type=Path, help="folder holding datasets/ (default: cwd)")
+    verbs = parser.add_subparsers(
+        dest="verb", required=True, metavar="VERB", title="verbs (pipeline order)"
+    )
+    for verb, help_text in VERBS.items():
+        sub = verbs.add_parser(verb, help=help_text, description=help_text)
+        sub.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="Hydra overrides, e.g. dataset=acme-mascot trainer.max_steps=50",
+        )
+        sub.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        if verb == "dataset":
+            sub.add_argument("action", choices=["status"], help="what to show")
+        if verb == "caption":
+            sheet = sub.add_mutually_exclusive_group()
+            sheet.add_argument(
+                "--export-sheet",
+                type=Path,
+                metavar="CSV",
+                help="write captions to a CSV for review, then stop",
+            )
+            sheet.add_argument(
+                "--import-sheet",
+                type=Path,
+                metavar="CSV",
+                help="keep the edited captions of a reviewed CSV, then caption",
+            )
+    from registry.commands import add_parsers
+
+    add_parsers(verbs)  # `registry …` and `pull`: plain flags, no Hydra config
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()  # before any library that could phone home is imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # stages show their own bars
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "registry_handler"):
+        from registry.commands import run as run_registry
+
+        return run_registry(args)
+
+    from ltx_lora.config import load_config
+    from stagekit.errors import UserError
+    from stagekit.workspace import Workspace
+
+    ws = Workspace(args.workspace.resolve()) if args.workspace else Workspace.from_env()
+    try:
+        cfg = load_config(args.verb, args.overrides, ws.root)
+        if args.cfg:
+            import yaml
+
+            print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+            return 0
+        from ltx_lora import stages
+
+        stages.configure_runtime(cfg)
+        if getattr(args, "export_sheet", None):
+            stages.export_sheet(ws, cfg, args.export_sheet)
+        elif getattr(args, "import_sheet", None):
+            stages.import_sheet(ws, cfg, args.import_sheet)
+        else:
+            stages.STAGES[args.verb](ws, cfg)
+    except UserError as e:
+        print(f"ltx-lora {args.verb}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"ltx-lora {args.verb}: interrupted; re-run to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Registered model names (`<client>.<adapter>`) and alias names, checked before any MLflow call."""
+
+from __future__ import annotations
+
+import re
+
+from stagekit.errors import UserError
+
+# Same slug as the dataset card's `client` and `adapter`, so a card always yields a valid name.
+_SLUG = r"[a-z0-9][a-z0-9-]{0,62}"
+MODEL_NAME = re.compile(rf"^({_SLUG})\.({_SLUG})$")
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)  # MLflow reserves these
+CHAMPION = "champion"
+# The key score promotion compares: the evaluator's mean similarity of the adapter's renders to
+# the held-out reference clips (higher is better). Not the delta over the base model: that also
+# moves when the base renders move, while this is what a user of the adapter actually gets.
+KEY_SCORE = "reference_similarity_adapter"
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """`(client, adapter)` of a `<client>.<adapter>` name, or a UserError that shows the form."""
+    match = MODEL_NAME.match(name)
+    if not match:
+        raise UserError(
+            f"model name {name!r} is not <client>.<adapter>: two lowercase slugs (a-z, 0-9, '-') "
+            "joined by one dot, e.g. acme.mascot"
+        )
+    return match.group(1), match.group(2)
+
+
+def check_alias(alias: str) -> str:
+    """The alias itself, or a UserError: lowercase slug, not `latest` or `v<number>`."""
+    if not re.match(ALIAS_PATTERN, alias) or RESERVED_ALIAS.match(alias):
+        raise UserError(
+            f"alias {alias!r} is not usable: write a lowercase slug such as candidate or champion "
+            "('latest' and v<number> are reserved by MLflow)"
+        )
+    return alias

@@ -1,0 +1,125 @@
+"""Pull an adapter by alias or version, verified file by file against its registered manifest.
+
+A pulled file appears under its final name only after its size and sha256 match `files.json`:
+a tampered, truncated or half-downloaded file never reaches the destination, and an earlier
+pull in the same place stays as it was. Needs nothing but `mlflow-skinny` (no torch).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from registry.describe import fetch_version
+from registry.inputs import ADAPTER_DIR, check_safetensors
+from registry.names import split_model_name
+from registry.read import read_manifest
+from registry.store import client_workspace
+from stagekit.errors import UserError
+from stagekit.files import write_json
+from stagekit.hashing import sha256_file
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# Registered file → the name a consumer finds it under. diffusers' `load_lora_weights(DIR)`
+# looks for pytorch_lora_weights.safetensors; ComfyUI lists every file of its loras folder,
+# so that one is named for the model.
+FORMATS = {"diffusers": "adapter", "comfyui": "comfyui"}
+DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What `pull` wrote: the adapter file, its sidecar record, and which version it is."""
+
+    name: str
+    version: int
+    run_id: str
+    format: str
+    path: Path
+    record: Path
+    sha256: str
+    bytes: int
+
+
+def pull(
+    client: MlflowClient, name: str, ref: str, fmt: str, dest: Path, *, ema: bool = False
+) -> Pulled:
+    """Download `name@ref`'s `fmt` file into `dest/`, verified against the version's files.json;
+    also writes `dest/<name>.pull.json` (name, version, sha256, when)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    with client_workspace(client, split_model_name(name)[0]):
+        mv = fetch_version(client, name, ref)
+        manifest = read_manifest(client, mv)
+        wanted = FORMATS[fmt] + ("_ema" if ema else "") + ".safetensors"
+        if wanted not in manifest:
+            raise UserError(
+                f"{name} version {mv.version} has no {wanted} ({fmt}"
+                f"{', EMA' if ema else ''}): its files are {', '.join(sorted(manifest))}"
+            )
+        target = Path(dest) / (DIFFUSERS_NAME if fmt == "diffusers" else f"{name}.safetensors")
+        entry = manifest[wanted]
+        _download_verified(client, mv, wanted, entry, target)
+    record = Path(dest) / f"{name}.pull.json"
+    pulled = Pulled(
+        name, int(mv.version), mv.run_id, fmt, target, record, entry["sha256"], int(entry["bytes"])
+    )
+    info = asdict(pulled) | {"path": str(target), "record": str(record), "ref": ref}
+    write_json(record, info | {"pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return pulled
+
+
+def _download_verified(
+    client: MlflowClient, mv: Any, rel: str, entry: dict[str, Any], target: Path
+) -> None:
+    """Download into a hidden folder beside `target`, check size and sha256, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".pull", dir=target.parent))
+    try:
+        local = _fetch(client, mv, f"{ADAPTER_DIR}/{rel}", tmp)
+        verify_file(local, entry, f"{mv.name} version {mv.version}: {rel}")
+        local.chmod(0o644)
+        os.replace(local, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> Path:
+    """Download one artifact into `tmp`. From a local (file://) store a kernel-side copy:
+    MLflow's local download goes through Python buffers and a thread pool, several times slower.
+    Either way the bytes are checked against the manifest afterwards."""
+    uri = client.get_run(mv.run_id).info.artifact_uri
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return Path(client.download_artifacts(mv.run_id, rel, str(tmp)))
+    source = Path(unquote(parsed.path)) / rel
+    if not source.is_file():
+        raise UserError(f"{mv.name} version {mv.version}: {rel} is missing from the store")
+    local = tmp / Path(rel).name
+    shutil.copyfile(source, local)
+    return local
+
+
+def verify_file(path: Path, entry: dict[str, Any], label: str) -> None:
+    """A UserError unless `path` has the registered size and sha256 (and is safetensors)."""
+    size = path.stat().st_size
+    if size != int(entry["bytes"]):
+        raise UserError(
+            f"{label} is {size} bytes, registered as {entry['bytes']}: truncated or altered in "
+            "the artifact store; nothing was written (re-register the adapter)"
+        )
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise UserError(
+            f"{label} has sha256 {digest[:12]}…, registered as {entry['sha256'][:12]}…: the "
+            "stored file was altered; nothing was written (re-register the adapter)"
+        )
+    check_safetensors(path)

@@ -1,0 +1,317 @@
+"""The latent cache: complete, reused when fresh, recomputed when stale or corrupted, and safe
+against a full disk and a second job.
+
+The clips are written here (not by curation) so the cache is tested on its own contract: a
+manifest of rows with `id`, `path`, `bucket`, `caption`, `split`, `fps`, `has_audio`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ltx.config import ModelConfig
+from ltx.loading import ensure_model
+from ltx.sampling import Clip, write_clip
+from stagekit.errors import UserError
+from stagekit.files import read_jsonl, write_jsonl
+from trainer import cache as cache_module
+from trainer.cache import INDEX, JOURNAL_PREFIX, CacheLock, build_cache, load_entry
+from trainer.config import PreprocessConfig
+
+TINY = ModelConfig(name="ltx2-tiny", source="tiny", seed=0)
+FPS = 24.0
+FRAMES = 17
+# (width, height, with audio): two buckets, clips with and without sound
+CLIPS = [(64, 64, True), (96, 64, True), (64, 64, False), (96, 64, True), (64, 64, True)]
+
+
+def synthetic_clip(seed: int, width: int, height: int, audio: bool) -> Clip:
+    """A moving colour gradient (h264 keeps it close) and a stereo tone pair, 17 frames."""
+    t = np.arange(FRAMES)[:, None, None]
+    y, x = np.mgrid[0:height, 0:width]
+    phase = seed * 0.7
+    channels = [
+        np.sin(x / (7 + seed) + t / 3 + phase),
+        np.cos(y / (5 + seed) - t / 4),
+        np.sin((x + y) / 11 + phase + 0 * t),
+    ]
+    video = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
+    if not audio:
+        return Clip(video, FPS)
+    n = round(FRAMES / FPS * 16000)
+    s = np.arange(n) / 16000
+    wave = np.stack([np.sin(2 * np.pi * (220 + 40 * seed) * s), np.sin(2 * np.pi * 330 * s)])
+    return Clip(video, FPS, (0.3 * wave).astype(np.float32), 16000)
+
+
+def make_dataset(root: Path, clips: list[tuple[int, int, bool]] = CLIPS) -> Path:
+    """Write clips under root/curated/clips and a manifest; returns the manifest path."""
+    rows = []
+    for i, (width, height, audio) in enumerate(clips):
+        clip_id = f"clip{i:02d}"
+        write_clip(
+            root / "curated" / "clips" / f"{clip_id}.mp4", synthetic_clip(i, width, height, audio)
+        )
+        rows.append(
+            {
+                "id": clip_id,
+                "path": f"clips/{clip_id}.mp4",
+                "bucket": [width, height, FRAMES],
+                "caption": f"mascot clip {i % 3}",  # shared captions: text is encoded once each
+                "split": "validation" if i == 0 else "train",
+                "fps": FPS,
+                "has_audio": audio,
+            }
+        )
+    write_jsonl(root / "manifest.jsonl", rows)
+    return root / "manifest.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_model(TINY, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manifest; clips are beside it in `curated/`."""
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def reference_cache(dataset: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A complete cache built once in one process: what every other run must reproduce."""
+    cache = tmp_path_factory.mktemp("ref") / "cache"
+    summary = build(dataset, cache, tiny_model)
+    return cache, summary
+
+
+def build(manifest: Path, cache: Path, model: Path, **cfg) -> dict:
+    return build_cache(
+        manifest, manifest.parent / "curated", cache, model, TINY, PreprocessConfig(**cfg),
+        progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def copy(reference_cache, dataset: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the cache and of the dataset, so a test may damage either."""
+    shutil.copytree(dataset.parent / "curated", tmp_path / "curated")
+    shutil.copy(dataset, tmp_path / "manifest.jsonl")
+    shutil.copytree(reference_cache[0], tmp_path / "cache")
+    return tmp_path / "manifest.jsonl", tmp_path / "cache"
+
+
+def index_of(cache: Path) -> dict:
+    return json.loads((cache / INDEX).read_text())
+
+
+def shard_tensors(cache: Path, clip_id: str) -> dict[str, torch.Tensor]:
+    return load_file(cache / f"{clip_id}.safetensors")
+
+
+def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def leftovers(cache: Path) -> list[str]:
+    """Temporary files and journals a finished run must not leave behind."""
+    return sorted(p.name for p in cache.iterdir() if p.name.startswith("."))
+
+
+# ---------------------------------------------------------------------------------- contents
+
+
+def test_every_clip_has_a_shard_with_its_fingerprint(reference_cache, dataset: Path) -> None:
+    cache, summary = reference_cache
+    rows = {r["id"]: r for r in read_jsonl(dataset)}
+    index = index_of(cache)
+    assert summary["encoded"] == summary["entries"] == len(rows) and not summary["skipped"]
+    assert set(index["entries"]) == set(rows) and leftovers(cache) == []
+    for clip_id, entry in index["entries"].items():
+        row = rows[clip_id]
+        assert {k: entry[k] for k in ("split", "bucket", "caption", "fps")} == {
+            k: row[k] for k in ("split", "bucket", "caption", "fps")
+        }
+        with safe_open(cache / entry["file"], "pt") as f:
+            assert f.metadata()["fingerprint"] == entry["fingerprint"]
+            keys, video = set(f.keys()), f.get_tensor("video")
+        assert ("audio" in keys) == row["has_audio"]
+        assert {"text.prompt_features", "text.prompt_attention_mask"} <= keys
+        w, h, frames = entry["bucket"]
+        assert video.shape == (8, (frames - 1) // 2 + 1, h // 8, w // 8)  # tiny VAE: x2, x8
+
+
+def test_audio_latents_are_25_per_second(reference_cache) -> None:
+    audio = shard_tensors(reference_cache[0], "clip01")["audio"]
+    assert audio.shape == (2, round(FRAMES / FPS * 25), 4)
+
+
+def test_shard_bytes_are_what_the_model_spec_says(reference_cache) -> None:
+    """The spec arithmetic docs/models.md uses for real sizes, checked on real tiny shards."""
+    from ltx.specs import TINY as TINY_SPEC
+    from ltx.specs import cache_bytes
+
+    tensors = shard_tensors(reference_cache[0], "clip01")  # 96x64, with audio
+    expected = cache_bytes(TINY_SPEC, FRAMES, 64, 96, FPS, value_bytes=4)
+    assert sum(t.nbytes for t in tensors.values()) == expected["total"]
+    assert tensors["video"].nbytes == expected["video"]
+
+
+def test_one_phase_of_weights_is_resident_at_a_time(reference_cache, tiny_model: Path) -> None:
+    """Peak = the larger of (text encoder + connectors) and (VAE + audio VAE), not their sum."""
+    from ltx.loading import load_components, weight_bytes
+
+    _, summary = reference_cache
+    names = [*cache_module.TEXT_PARTS, "vae", "audio_vae"]
+    size = {n: weight_bytes(c) for n, c in load_components(tiny_model, names).items()}
+    text = size["text_encoder"] + size["connectors"]
+    vaes = size["vae"] + size["audio_vae"]
+    assert summary["peak_weight_bytes"] == max(text, vaes)
+    assert summary["all_weight_bytes"] == text + vaes
+
+
+# ---------------------------------------------------------------------------- fresh and stale
+
+
+def test_fresh_cache_is_reused_without_touching_the_index(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    stamp = (cache / INDEX).stat().st_mtime_ns
+    summary = build(manifest, cache, tiny_model)
+    assert summary["encoded"] == 0 and summary["skipped"] and summary["peak_weight_bytes"] == 0
+    assert (cache / INDEX).stat().st_mtime_ns == stamp
+
+
+def test_corrupted_shard_is_detected_and_reencoded_identically(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    victim = cache / "clip02.safetensors"
+    original = victim.read_bytes()
+    data = bytearray(original)
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert build(manifest, cache, tiny_model)["encoded"] == 1
+    assert victim.read_bytes() == original  # encoding is deterministic
+
+
+def test_truncated_shard_is_detected_and_reencoded(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    victim = cache / "clip01.safetensors"
+    original = victim.read_bytes()
+    victim.write_bytes(original[: len(original) // 2])
+    with pytest.raises(UserError, match=r"damaged.*re-run `ltx-lora preprocess`"):
+        load_entry(cache, index_of(cache)["entries"]["clip01"])
+    assert build(manifest, cache, tiny_model)["encoded"] == 1
+    assert victim.read_bytes() == original
+
+
+def test_changed_clip_makes_only_that_entry_stale(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    before = shard_tensors(cache, "clip03")
+    write_clip(
+        manifest.parent / "curated" / "clips" / "clip03.mp4", synthetic_clip(9, 96, 64, True)
+    )
+    assert build(manifest, cache, tiny_model)["encoded"] == 1
+    after = shard_tensors(cache, "clip03")
+    assert not torch.equal(after["video"], before["video"])
+    assert torch.equal(after["text.prompt_features"], before["text.prompt_features"])
+
+
+def test_changed_caption_makes_only_that_entry_stale(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    rows = read_jsonl(manifest)
+    rows[0]["caption"] += " at dusk"
+    write_jsonl(manifest, rows)
+    assert build(manifest, cache, tiny_model)["encoded"] == 1
+    assert index_of(cache)["entries"]["clip00"]["caption"].endswith("at dusk")
+
+
+def test_changed_config_makes_every_entry_stale(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    summary = build(manifest, cache, tiny_model, with_audio=False)
+    assert summary["encoded"] == summary["entries"] == len(CLIPS)
+    assert all("audio" not in shard_tensors(cache, f"clip{i:02d}") for i in range(len(CLIPS)))
+
+
+def test_cache_of_another_base_model_is_recomputed(copy, tiny_model: Path, tmp_path) -> None:
+    manifest, cache = copy
+    other = ensure_model(TINY.model_copy(update={"seed": 1}), tmp_path / "models")
+    old, old_video = index_of(cache), shard_tensors(cache, "clip00")["video"]
+    summary = build(manifest, cache, other)
+    assert summary["encoded"] == summary["entries"] == len(CLIPS) and summary["reused"] == 0
+    new = index_of(cache)
+    assert new["identity"]["model"] != old["identity"]["model"]
+    assert new["identity"]["vae"] != old["identity"]["vae"]
+    assert not torch.equal(shard_tensors(cache, "clip00")["video"], old_video)
+
+
+def test_dropped_clip_loses_its_shard(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    rows = read_jsonl(manifest)
+    write_jsonl(manifest, rows[1:])
+    summary = build(manifest, cache, tiny_model)
+    assert summary["entries"] == len(rows) - 1 and summary["encoded"] == 0
+    assert not (cache / "clip00.safetensors").exists()
+
+
+def test_missing_clip_names_the_file(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    (manifest.parent / "curated" / "clips" / "clip04.mp4").unlink()
+    with pytest.raises(UserError, match=r"clip04.*clip04\.mp4 is missing.*ltx-lora curate"):
+        build(manifest, cache, tiny_model)
+
+
+# --------------------------------------------------------------------------------- bad writes
+
+
+def test_full_disk_is_one_clear_line_and_leaves_no_partial_file(
+    copy, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third shard write hits ENOSPC half-way; the run stops with one line, and the next
+    run (space freed) encodes only what is missing."""
+    manifest, cache = copy
+    shutil.rmtree(cache)
+    real_write, calls = cache_module._write_file, []
+
+    def disk_fills_up(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) < 3:
+            return real_write(path, data)
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])  # the disk takes half, then is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "_write_file", disk_fills_up)
+    with pytest.raises(UserError) as err:
+        build(manifest, cache, tiny_model)
+    message = str(err.value)
+    assert "\n" not in message and "No space left on device (errno 28)" in message
+    assert "free some space and re-run" in message
+    assert not any(p.name.endswith(".tmp") for p in cache.iterdir())
+    assert len(list(cache.glob("*.safetensors"))) == 2  # finished shards are kept ...
+    journal = cache / f"{JOURNAL_PREFIX}0.jsonl"
+    assert len(journal.read_text().splitlines()) == 2  # ... and recorded
+    monkeypatch.setattr(cache_module, "_write_file", real_write)
+    summary = build(manifest, cache, tiny_model)
+    assert summary["encoded"] == len(CLIPS) - 2 and summary["reused"] == 2
+    assert leftovers(cache) == []
+
+
+def test_a_second_job_on_the_same_cache_is_refused(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    lock = CacheLock(cache)
+    lock.acquire()
+    try:
+        with pytest.raises(UserError, match="another `ltx-lora preprocess` is writing"):
+            build(manifest, cache, tiny_model)
+    finally:
+        lock.release()
+    assert build(manifest, cache, tiny_model)["skipped"]

@@ -1,0 +1,81 @@
+"""Training strategies: what each feeds the transformer and what its loss covers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ltx.loading import load_components
+from trainer.config import TrainerConfig
+from trainer.data import collate, load_split
+from trainer.strategies import STRATEGIES, get_strategy
+
+
+@pytest.fixture(scope="module")
+def setup(cache_dir, model_path):
+    comps = load_components(model_path, ["transformer", "connectors", "scheduler"])
+    denoiser = {"transformer": comps["transformer"], "connectors": comps["connectors"]}
+    batch = collate(load_split(cache_dir, "train")[:1])
+    return denoiser, comps["scheduler"], batch
+
+
+def captured_call(denoiser, strategy, scheduler, batch, seed=0):
+    """Run one loss; return it and the kwargs the transformer received."""
+    seen = {}
+    hook = denoiser["transformer"].register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True
+    )
+    try:
+        loss = strategy.loss(
+            denoiser, scheduler, batch, TrainerConfig(), torch.Generator().manual_seed(seed)
+        )
+    finally:
+        hook.remove()
+    return loss, seen
+
+
+def test_registry_names_every_mode() -> None:
+    assert set(STRATEGIES) == {"audio_video", "text_to_video", "image_to_video"}
+    assert all(get_strategy(n).name == n for n in STRATEGIES)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_loss_is_a_finite_scalar(setup, name) -> None:
+    denoiser, scheduler, batch = setup
+    loss, seen = captured_call(denoiser, get_strategy(name), scheduler, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    b, c, f, h, w = batch.video.shape
+    assert seen["hidden_states"].shape == (b, f * h * w, c)  # packed [B, F*H*W, C]
+
+
+def test_joint_mode_feeds_real_audio_and_text_mode_isolates(setup) -> None:
+    denoiser, scheduler, batch = setup
+    _, joint = captured_call(denoiser, get_strategy("audio_video"), scheduler, batch)
+    _, video = captured_call(denoiser, get_strategy("text_to_video"), scheduler, batch)
+    _, c_a, length, mel = batch.audio.shape
+    assert joint["audio_hidden_states"].shape == (1, length, c_a * mel)
+    assert not joint["isolate_modalities"]
+    assert video["audio_hidden_states"].shape[1] == 1 and video["isolate_modalities"]
+    # independent noise levels for the two streams
+    assert not torch.equal(joint["timestep"], joint["audio_timestep"])
+
+
+def test_text_mode_ignores_cached_audio(setup) -> None:
+    denoiser, scheduler, batch = setup
+    t2v = get_strategy("text_to_video")
+    a, _ = captured_call(denoiser, t2v, scheduler, batch)
+    b, _ = captured_call(denoiser, t2v, scheduler, replace(batch, audio=batch.audio * 3))
+    assert torch.equal(a, b)
+
+
+def test_image_mode_keeps_the_first_frame_clean_at_timestep_zero(setup) -> None:
+    denoiser, scheduler, batch = setup
+    _, seen = captured_call(denoiser, get_strategy("image_to_video"), scheduler, batch)
+    b, c, f, h, w = batch.video.shape
+    t = seen["timestep"]
+    assert t.shape == (b, f * h * w)
+    assert torch.all(t[:, : h * w] == 0) and torch.all(t[:, h * w :] > 0)
+    first = batch.video[:, :, 0].permute(0, 2, 3, 1).reshape(b, h * w, c)
+    assert torch.allclose(seen["hidden_states"][:, : h * w], first)

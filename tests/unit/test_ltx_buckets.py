@@ -1,0 +1,72 @@
+"""Bucket rules derived from the video VAE config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ltx.buckets import BucketRules, bucket_rules, bucket_rules_from_vae_config
+from ltx.tiny import save_tiny_model
+
+# AutoencoderKLLTX2Video config of the released LTX-2.0 (diffusers' convert_ltx2_to_diffusers.py).
+LTX2_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": [256, 512, 1024, 2048],
+    "down_block_types": ["LTX2VideoDownBlock3D"] * 4,
+    "decoder_block_out_channels": [256, 512, 1024],
+    "layers_per_block": [4, 6, 6, 2, 2],
+    "decoder_layers_per_block": [5, 5, 5, 5],
+    "spatio_temporal_scaling": [True, True, True, True],
+    "decoder_spatio_temporal_scaling": [True, True, True],
+    "decoder_inject_noise": [False, False, False, False],
+    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+    "upsample_residual": [True, True, True],
+    "upsample_factor": [2, 2, 2],
+    "timestep_conditioning": False,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "encoder_causal": True,
+    "decoder_causal": False,
+    "encoder_spatial_padding_mode": "zeros",
+    "decoder_spatial_padding_mode": "reflect",
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+
+
+def test_real_ltx2_config_gives_32_and_8() -> None:
+    assert bucket_rules_from_vae_config(LTX2_VAE_CONFIG) == BucketRules(spatial=32, temporal=8)
+
+
+def test_ratios_are_derived_when_the_keys_are_missing() -> None:
+    cfg = {k: v for k, v in LTX2_VAE_CONFIG.items() if "compression_ratio" not in k}
+    # diffusers' own fallback (patch * 2**blocks) would say 64 / 16 here
+    assert bucket_rules_from_vae_config(cfg) == BucketRules(spatial=32, temporal=8)
+
+
+def test_spatial_is_never_finer_than_the_pipelines_32() -> None:
+    cfg = {
+        "patch_size": 4,
+        "downsample_type": ["spatiotemporal"],
+        "spatio_temporal_scaling": [True],
+    }
+    assert bucket_rules_from_vae_config(cfg) == BucketRules(spatial=32, temporal=2)
+    coarse = {**LTX2_VAE_CONFIG, "spatial_compression_ratio": 64}
+    assert bucket_rules_from_vae_config(coarse).spatial == 64
+
+
+def test_tiny_model(tmp_path: Path) -> None:
+    save_tiny_model(tmp_path / "m", seed=0)
+    rules = bucket_rules(tmp_path / "m")
+    assert rules == BucketRules(spatial=32, temporal=2)
+    assert rules.frames_ok(17) and rules.frames_ok(9) and not rules.frames_ok(10)
+    rules.check(96, 64, 17)
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"vae/config\.json"):
+        bucket_rules(tmp_path)

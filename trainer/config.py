@@ -1,0 +1,55 @@
+"""Typed config of the `lora`, `trainer` and `preprocess` groups."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LoraConfig(BaseModel):
+    """The adapter: rank, scale and which transformer modules it wraps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(8.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: str = "video_attention"
+
+
+class TrainerConfig(BaseModel):
+    """Optimisation and flow-matching settings of `ltx-lora train`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(60, gt=0)
+    batch_size: int = Field(1, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(5, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    sigma_mean: float = 0.0
+    sigma_std: float = Field(1.0, gt=0)
+    uniform_fraction: float = Field(0.1, ge=0, le=1)
+    log_every: int = Field(5, gt=0)
+    strategy: Literal["audio_video", "text_to_video", "image_to_video"] = "audio_video"
+    grad_accum: int = Field(1, gt=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no EMA copy of the adapter
+    checkpoint_every: int = Field(20, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    resume: bool = True  # false: discard unfinished checkpoints and start over
+    loss_spike_factor: float = Field(20.0, gt=1)  # stop when loss > factor x recent median
+
+
+class PreprocessConfig(BaseModel):
+    """What `ltx-lora preprocess` encodes into the latent cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    with_audio: bool = True
+    vae_tiling: bool = False  # decode/encode large clips in tiles (real GPUs)
+    frame_reader: Literal["auto", "decord", "pyav"] = "auto"
+    text_chunk: int = Field(256, gt=0)  # captions encoded per text-encoder load
