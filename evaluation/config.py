@@ -5,12 +5,49 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class EvaluationConfig(BaseModel):
-    """Prompt templates, seeds and render settings shared by the base and adapter renders."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompts: list[str] = Field(min_length=1)
+
+class PromptSuite(_Strict):
+    """Prompt templates over the dataset card ({trigger}, {class_noun}), by purpose."""
+
+    in_distribution: list[str] = Field(min_length=1)  # the subject as trained, with the trigger
+    out_of_distribution: list[str] = Field(default_factory=list)  # the subject in new settings
+    prior_preservation: list[str] = Field(default_factory=list)  # the class, without the trigger
+
+
+class FeaturesConfig(_Strict):
+    """Which backend computes which features; production weights load from local paths only."""
+
+    image: str = "efficientnet-lite0"  # or clip, dinov2 (needs paths.<name>)
+    text_image: str | None = None  # clip: enables prompt adherence
+    video: str | None = None  # videomae: enables FVD/KID
+    paths: dict[str, str] = Field(default_factory=dict)  # backend name → local folder
+    frames_per_clip: int = Field(5, ge=2)  # evenly spaced frames scored per clip
+
+
+class StatsConfig(_Strict):
+    resamples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class GateConfig(_Strict):
+    """Pass only when every rule holds; each failure is one line in `reasons`."""
+
+    min_fidelity_lift_ci_low: float = 0.0  # the lift's CI lower bound must exceed this
+    temporal_consistency_margin: float = 0.05  # adapter may be at most this much below base
+    min_prior_preservation: float = 0.5  # class renders: adapter vs base similarity floor
+    copy_threshold: float = Field(0.97, gt=0.0, le=1.0)  # a frame this close to training = copy
+    max_copy_fraction: float = Field(0.0, ge=0.0, le=1.0)  # share of renders allowed to copy
+
+
+class EvaluationConfig(_Strict):
+    """Prompt suite, seeds and render settings shared by the base and adapter renders; the
+    dataset's own `evaluation.yaml` overrides `prompts` and `seeds`."""
+
+    prompts: PromptSuite
     seeds: list[int] = Field(min_length=1)
     width: int = Field(64, gt=0)
     height: int = Field(64, gt=0)
@@ -18,4 +55,17 @@ class EvaluationConfig(BaseModel):
     fps: float = Field(24.0, gt=0)
     steps: int = Field(4, gt=0)
     guidance_scale: float = Field(1.0, ge=0)
-    min_improvement: float = 0.0
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    fvd_min_clips: int = Field(8, ge=2)  # per side; fewer gives a meaningless covariance
+
+    def render_settings(self) -> dict[str, float | int]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "frames": self.frames,
+            "fps": self.fps,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+        }

@@ -1,27 +1,29 @@
-"""`ltx-lora evaluate`: paired base/adapter renders scored against the reference clips."""
+"""`ltx-lora evaluate`: paired base/adapter renders scored against reference clips, with
+intervals, guardrails and a gate verdict."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from tqdm import tqdm
-
+from evaluation import motion
+from evaluation.adapters import check_base_model
 from evaluation.config import EvaluationConfig
-from evaluation.metrics import pooled_histogram, reference_similarity
-from evaluation.report import render_report, still_png
+from evaluation.features import FeatureStore
+from evaluation.gate import judge
+from evaluation.renders import RenderJob, ensure_renders, render_key
+from evaluation.report import render_report
+from evaluation.score import SIDES, Sample, Scored, score
+from evaluation.suite import Suite, curated_clips, load_suite, reference_clips
 from ltx.config import ModelConfig
 from ltx.identity import model_hash
-from ltx.loading import load_pipeline
-from ltx.sampling import Clip, generate, read_clip, write_clip
 from stagekit.errors import UserError
 from stagekit.files import atomic_dir, write_json, write_text
-from stagekit.hashing import sha256_file, sha256_json, sha256_tree
+from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-BACKEND = "rgb-histogram-8"
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+EVAL_VERSION = 2  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -32,114 +34,146 @@ def evaluate(
     model_cfg: ModelConfig,
     cfg: EvaluationConfig,
     card: dict[str, Any],
+    *,
+    curated_dir: Path | None = None,
+    suite_file: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> dict:
-    """Render, score and judge; skips when adapter, references, model and config are unchanged."""
-    references = _reference_clips(reference_dir)
+    """Render (cached), score, judge and report; skips when nothing it depends on changed.
+
+    `curated_dir`: its validation clips join the references, its train clips feed copy
+    detection. `suite_file`: the dataset's evaluation.yaml. `cache_dir`: renders + features
+    (default: beside `out_dir`)."""
+    cache_dir = cache_dir or out_dir.with_name(out_dir.name + "-cache")
+    suite = load_suite(cfg, card, suite_file)
+    references = reference_clips(reference_dir, curated_dir)
+    training = curated_clips(curated_dir, "train")
+    mhash = model_hash(model_path)
+    check_base_model(adapter, mhash)
+    adapter_sha = sha256_file(adapter)
     fingerprint = sha256_json(
         {
-            "adapter": sha256_file(adapter),
-            "references": sha256_tree(reference_dir),
-            "model": model_hash(model_path),
+            "v": EVAL_VERSION,
+            "adapter": adapter_sha,
+            "model": mhash,
+            "references": [sha256_file(p) for p in references],
+            "training": [sha256_file(p) for p in training],
             "config": cfg.model_dump(),
+            "suite": [(p.text, p.group) for p in suite.prompts] + [suite.seeds],
             "card": card,
-            "backend": BACKEND,
         }
     )
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
 
-    prompts = [t.format(**card) for t in cfg.prompts]
-    pipe = load_pipeline(model_path, model_cfg.dtype)
-    render = {
-        "width": cfg.width,
-        "height": cfg.height,
-        "frames": cfg.frames,
-        "fps": cfg.fps,
-        "steps": cfg.steps,
-        "guidance_scale": cfg.guidance_scale,
-    }
-    with tqdm(total=2, desc="evaluate: rendering", unit="side") as bar:
-        base = generate(pipe, prompts, cfg.seeds, **render)
-        bar.update()
-        tuned = generate(pipe, prompts, cfg.seeds, adapter=adapter, **render)
-        bar.update()
-
-    ref_hist = pooled_histogram([read_clip(p).video for p in references])
-    pairs = [(p, s) for p in prompts for s in cfg.seeds]
+    samples = _render(suite, adapter, adapter_sha, mhash, model_path, model_cfg, cfg, cache_dir)
+    store = FeatureStore(cfg.features, cache_dir)
+    if store.backend("image") is None:
+        raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
+    scored = score(samples, references, training, store, cfg)
+    verdict = judge(scored.scores, cfg.gate)
     with atomic_dir(out_dir) as tmp:
-        samples = [
-            _sample(tmp, i, prompt, seed, b, t, ref_hist)
-            for i, ((prompt, seed), b, t) in enumerate(zip(pairs, base, tuned, strict=True))
-        ]
-        metrics = _metrics(samples, cfg, card, model_cfg, len(references))
+        metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
+        metrics["files"] = _copy_media(tmp, samples, references)
         write_json(tmp / "metrics.json", metrics)
-        write_text(tmp / "report.html", render_report(metrics, samples))
+        write_text(tmp / "report.html", render_report(metrics))
         summary = {
-            "verdict": metrics["verdict"],
-            "scores": metrics["scores"],
+            "verdict": verdict.verdict,
+            "scores": scored.scores,
+            "reasons": verdict.reasons,
             "report": str(out_dir / "report.html"),
         }
         record = save_record(tmp, "evaluate", fingerprint, summary)
     return {**record, "skipped": False}
 
 
-def _reference_clips(reference_dir: Path) -> list[Path]:
-    clips = sorted(p for p in reference_dir.glob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not clips:
-        raise UserError(
-            f"no reference clips in {reference_dir}: put a few held-out clips of "
-            "the subject there (they are what the adapter is scored against)"
-        )
-    return clips
+def _render(
+    suite: Suite,
+    adapter: Path,
+    adapter_sha: str,
+    mhash: str,
+    model_path: Path,
+    model_cfg: ModelConfig,
+    cfg: EvaluationConfig,
+    cache_dir: Path,
+) -> list[Sample]:
+    """Both sides of every prompt × seed, from the render cache where possible."""
+    settings = cfg.render_settings()
+    samples, jobs = [], []
+    for prompt in suite.prompts:
+        for seed in suite.seeds:
+            renders = {}
+            for side, (path, sha) in {
+                "base": (None, None),
+                "adapter": (adapter, adapter_sha),
+            }.items():
+                job = RenderJob(
+                    prompt.text, seed, path, render_key(mhash, sha, prompt.text, seed, settings)
+                )
+                jobs.append(job)
+                renders[side] = job
+            samples.append((prompt, seed, renders))
 
+    def load_pipe() -> Any:
+        from ltx.loading import load_pipeline
 
-def _sample(
-    out: Path, i: int, prompt: str, seed: int, base: Clip, tuned: Clip, ref_hist: np.ndarray
-) -> dict[str, Any]:
-    """Write both renders; return their scores and stills."""
-    row: dict[str, Any] = {"prompt": prompt, "seed": seed}
-    for side, clip in (("base", base), ("adapter", tuned)):
-        rel = f"samples/{i:03d}-{side}.mp4"
-        write_clip(out / rel, clip)
-        row[side] = {
-            "path": rel,
-            "score": reference_similarity(clip.video, ref_hist),
-            "still": still_png(clip.video),
-        }
-    return row
+        return load_pipeline(model_path, model_cfg.dtype)
+
+    paths = ensure_renders(jobs, cache_dir, load_pipe, settings)
+    return [
+        Sample(p.text, p.group, seed, {side: (j.key, paths[j.key]) for side, j in r.items()})
+        for p, seed, r in samples
+    ]
 
 
 def _metrics(
-    samples: list[dict[str, Any]],
-    cfg: EvaluationConfig,
+    scored: Scored,
+    verdict: Any,
+    samples: list[Sample],
+    references: list[Path],
+    suite: Suite,
     card: dict[str, Any],
     model_cfg: ModelConfig,
-    n_refs: int,
+    store: FeatureStore,
 ) -> dict[str, Any]:
-    """Mean scores per side and the paired difference; pass when it reaches `min_improvement`."""
-    base = float(np.mean([s["base"]["score"] for s in samples]))
-    tuned = float(np.mean([s["adapter"]["score"] for s in samples]))
-    delta = float(np.mean([s["adapter"]["score"] - s["base"]["score"] for s in samples]))
+    """metrics.json: `verdict`, `scores`, `rule` (the registry's contract) and the detail."""
     return {
+        "verdict": verdict.verdict,
+        "rule": verdict.rule,
+        "reasons": verdict.reasons,
+        "checks": verdict.checks,
+        "scores": scored.scores,
+        "score_backends": scored.labels,
+        "unavailable": {**scored.unavailable},
+        "stats": scored.stats,
         "adapter_name": f"{card['client']}.{card['adapter']}",
         "base_model": model_cfg.name,
-        "backend": BACKEND,
-        "n_references": n_refs,
+        "backends": {k: store.label(k) for k in ("image", "text_image", "video") if store.label(k)}
+        | {"motion": motion.backend_label()},
+        "suite_source": suite.source,
+        "seeds": suite.seeds,
+        "n_references": len(references),
         "n_samples": len(samples),
-        "scores": {
-            "reference_similarity_base": base,
-            "reference_similarity_adapter": tuned,
-            "reference_similarity_delta": delta,
-        },
         "per_sample": [
-            {
-                "prompt": s["prompt"],
-                "seed": s["seed"],
-                "base": s["base"]["score"],
-                "adapter": s["adapter"]["score"],
-            }
-            for s in samples
+            {"prompt": s.prompt, "group": s.group, "seed": s.seed, **s.scores} for s in samples
         ],
-        "verdict": "pass" if delta >= cfg.min_improvement else "fail",
-        "rule": f"pass when mean paired reference-similarity gain ≥ {cfg.min_improvement}",
     }
+
+
+def _copy_media(out: Path, samples: list[Sample], references: list[Path]) -> dict[str, Any]:
+    """Renders and references into the output folder: the report links them relatively."""
+    files: dict[str, Any] = {"samples": [], "references": []}
+    for i, s in enumerate(samples):
+        row = {}
+        for side in SIDES:
+            rel = f"samples/{i:03d}-{side}.mp4"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(s.renders[side][1], out / rel)
+            row[side] = rel
+        files["samples"].append(row)
+    for i, ref in enumerate(references):
+        rel = f"references/{i:02d}-{ref.name}"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ref, out / rel)
+        files["references"].append(rel)
+    return files

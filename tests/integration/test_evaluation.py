@@ -1,0 +1,171 @@
+"""`evaluate` end to end on the tiny model: the metrics.json contract, cached reruns, clear
+refusals, the report in headless Chromium, and `ltx-lora generate`."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from curation.card import load_card
+from evaluation.config import EvaluationConfig
+from evaluation.evaluate import evaluate
+from ltx.identity import model_hash
+from ltx.loading import load_pipeline
+from ltx.lora import adapter_state_dict, add_lora
+from ltx_lora.cli import main
+from ltx_lora.config import PACKAGED_CONFIGS
+from stagekit.errors import UserError
+from stagekit.files import read_json
+from stagekit.workspace import Workspace
+from tests.integration.conftest import TINY
+from tests.integration.test_curation_report import find_chromium, render
+
+CONTRACT = ("fidelity_base", "fidelity_adapter", "fidelity_lift")
+CONTRACT += ("fidelity_lift_ci_low", "fidelity_lift_ci_high")
+
+
+def small_config() -> EvaluationConfig:
+    tree = yaml.safe_load((PACKAGED_CONFIGS / "evaluation" / "default.yaml").read_text())
+    tree["stats"]["resamples"] = 500
+    return EvaluationConfig.model_validate(tree)
+
+
+def write_adapter(model_path: Path, dest: Path, base_hash: str) -> Path:
+    """A nonzero LoRA on the tiny model with the header the trainer writes."""
+    pipe = load_pipeline(model_path)
+    add_lora(pipe.transformer, 4, 4, 0.0, "video_attention")
+    gen = torch.Generator().manual_seed(0)
+    for name, p in pipe.transformer.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=gen) * 0.5
+    state = {k: v.contiguous() for k, v in adapter_state_dict(pipe.transformer).items()}
+    save_file(state, dest, metadata={"base_model": "ltx2-tiny", "base_model_hash": base_hash})
+    return dest
+
+
+@pytest.fixture(scope="module")
+def adapter(model_path: Path, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("adapter") / "adapter.safetensors"
+    return write_adapter(model_path, dest, model_hash(model_path))
+
+
+@pytest.fixture(scope="module")
+def evaluated(workspace: Workspace, model_path: Path, adapter: Path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    card = load_card(workspace.card("sample")).model_dump()
+    args = (adapter, workspace.reference("sample"))
+    kwargs = {"curated_dir": workspace.curated("sample"), "cache_dir": root / "cache"}
+    t0 = time.perf_counter()
+    first = evaluate(*args, root / "a", model_path, TINY, small_config(), card, **kwargs)
+    first_s = time.perf_counter() - t0
+    return {
+        "root": root,
+        "first": first,
+        "first_s": first_s,
+        "run": lambda out: evaluate(*args, out, model_path, TINY, small_config(), card, **kwargs),
+    }
+
+
+def test_metrics_json_keeps_the_registry_contract(evaluated) -> None:
+    metrics = read_json(evaluated["root"] / "a" / "metrics.json")
+    assert metrics["verdict"] in ("pass", "fail") and isinstance(metrics["rule"], str)
+    assert all(isinstance(v, float) for v in metrics["scores"].values())
+    assert set(CONTRACT) <= set(metrics["scores"])
+    s = metrics["scores"]
+    assert s["fidelity_lift_ci_low"] <= s["fidelity_lift"] <= s["fidelity_lift_ci_high"]
+    assert s["fidelity_lift"] == pytest.approx(s["fidelity_adapter"] - s["fidelity_base"])
+    # every score is labelled with its backend and weight hash
+    assert set(metrics["score_backends"]) == set(s)
+    assert re.fullmatch(
+        r"efficientnet-lite0@[0-9a-f]{12}", metrics["score_backends"]["fidelity_base"]
+    )
+    assert metrics["score_backends"]["motion_speed_base"].startswith("opencv-dis-flow@")
+    # what is not configured is reported, not swapped
+    assert "prompt_adherence" in metrics["unavailable"] and "fvd_kid" in metrics["unavailable"]
+    assert "prompt_adherence_base" not in s and "fvd_adapter" not in s
+    # guardrails and the other metrics are present
+    for name in ("prior_preservation", "temporal_consistency_adapter", "copy_fraction_adapter"):
+        assert name in s
+    assert 0.0 <= s["diversity_adapter"] <= 1.0 and 0.0 <= s["dynamic_degree_base"] <= 1.0
+    assert metrics["verdict"] == ("pass" if not metrics["reasons"] else "fail")
+    assert len(metrics["per_sample"]) == 4 * 2  # 4 prompts × 2 seeds
+    assert evaluated["first"]["verdict"] == metrics["verdict"]
+
+
+def test_cached_rerun_renders_nothing_and_is_much_faster(evaluated, monkeypatch) -> None:
+    import ltx.loading
+
+    def no_pipeline(*_a, **_k):
+        raise AssertionError("a cached rerun must not load the pipeline")
+
+    monkeypatch.setattr(ltx.loading, "load_pipeline", no_pipeline)
+    t0 = time.perf_counter()
+    # a fresh output folder: only the render + feature cache is warm
+    again = evaluated["run"](evaluated["root"] / "b")
+    rerun_s = time.perf_counter() - t0
+    assert again["scores"] == evaluated["first"]["scores"]
+    assert rerun_s * 3 < evaluated["first_s"]  # the bench measures the real ratio (≥ 10×)
+
+
+def test_another_base_models_adapter_is_refused(evaluated, workspace, model_path, tmp_path):
+    alien = write_adapter(model_path, tmp_path / "alien.safetensors", "f" * 64)
+    with pytest.raises(UserError, match="trained on base model ltx2-tiny"):
+        evaluate(
+            alien,
+            workspace.reference("sample"),
+            tmp_path / "out",
+            model_path,
+            TINY,
+            small_config(),
+            load_card(workspace.card("sample")).model_dump(),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_reference_clips_is_a_clear_error(workspace, model_path, adapter, tmp_path) -> None:
+    (tmp_path / "ref").mkdir()
+    with pytest.raises(UserError, match="no reference clips"):
+        evaluate(
+            adapter,
+            tmp_path / "ref",
+            tmp_path / "out",
+            model_path,
+            TINY,
+            small_config(),
+            load_card(workspace.card("sample")).model_dump(),
+        )
+
+
+def test_report_renders_in_chromium_with_videos_and_verdict(evaluated, tmp_path) -> None:
+    page = evaluated["root"] / "a" / "report.html"
+    browser = find_chromium()
+    dom = render(browser, page, tmp_path, "--virtual-time-budget=15000", "--dump-dom").stdout
+    total = int(re.search(r'id="videos-total">(\d+)<', dom).group(1))
+    assert total == 3 * 8  # base | adapter | reference per prompt and seed
+    assert re.search(rf'id="videos-loaded">{total}<', dom), "every video decodes in the browser"
+    assert re.search(r'id="videos-failed">0<', dom)
+    verdict = evaluated["first"]["verdict"]
+    assert re.search(rf'Verdict: <strong class="{verdict}">{verdict}</strong>', dom)
+    assert 'id="fidelity-plot"' in dom and "fidelity_lift" in dom and "(95%)" in dom
+    assert "unavailable: " in dom
+
+
+def test_generate_with_a_local_adapter(workspace, adapter, model_path, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    argv = ["--workspace", str(workspace.root), "generate", "--adapter", str(adapter)]
+    assert main([*argv, "--prompt", "zorblat mascot waving", "--seed", "3", "--out", str(out)]) == 0
+    from ltx.sampling import read_clip
+
+    clip = read_clip(out)
+    assert clip.video.shape == (17, 64, 64, 3) and clip.audio is not None
+    alien = write_adapter(model_path, tmp_path / "alien.safetensors", "0" * 64)
+    argv[-1] = str(alien)
+    assert main([*argv, "--prompt", "x", "--out", str(tmp_path / "no.mp4")]) == 1
+    assert "not on this one" in capsys.readouterr().err
+    assert not (tmp_path / "no.mp4").exists()

@@ -1,0 +1,105 @@
+"""Production backends (CLIP, DINOv2, VideoMAE) load from local folders: tested with tiny random
+models of the same transformers classes; a missing one is unavailable, never swapped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.backends import (
+    IMAGE_BACKENDS,
+    TEXT_IMAGE_BACKENDS,
+    VIDEO_BACKENDS,
+    BackendUnavailable,
+    label,
+    open_backend,
+)
+from evaluation.config import FeaturesConfig
+from evaluation.features import FeatureStore
+
+FRAMES = np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+
+
+def _tokenizer(dest: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "a", "red", "mascot", "zorblat", "on", "green"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]"
+    ).save_pretrained(dest)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        Dinov2Config,
+        Dinov2Model,
+        VideoMAEConfig,
+        VideoMAEModel,
+    )
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("backends")
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    small["intermediate_size"] = 64
+    clip = CLIPConfig(
+        text_config={**small, "vocab_size": 8, "max_position_embeddings": 16},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(clip).save_pretrained(root / "clip")
+    _tokenizer(root / "clip")
+    Dinov2Model(Dinov2Config(**small, image_size=32, patch_size=8)).save_pretrained(root / "dino")
+    VideoMAEModel(
+        VideoMAEConfig(**small, image_size=32, patch_size=8, num_frames=4, tubelet_size=2)
+    ).save_pretrained(root / "videomae")
+    return {"clip": root / "clip", "dinov2": root / "dino", "videomae": root / "videomae"}
+
+
+def test_clip_embeds_frames_and_texts_in_one_space(tiny_models) -> None:
+    clip = open_backend(TEXT_IMAGE_BACKENDS, "clip", {"clip": str(tiny_models["clip"])})
+    img = clip.embed_frames(FRAMES)
+    txt = clip.embed_texts(["a red mascot", "zorblat on green"])
+    assert img.shape == (4, 16) and txt.shape == (2, 16)
+    assert np.allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(txt[0], txt[1])
+    assert label(clip).startswith("clip@") and len(clip.weight_hash) == 64
+
+
+def test_dinov2_and_videomae(tiny_models) -> None:
+    paths = {k: str(v) for k, v in tiny_models.items()}
+    dino = open_backend(IMAGE_BACKENDS, "dinov2", paths)
+    feats = dino.embed_frames(FRAMES)
+    assert feats.shape == (4, 32)
+    assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    video = open_backend(VIDEO_BACKENDS, "videomae", paths)
+    assert video.embed_clip(FRAMES).shape == (32,)
+    # the hash is of the weights folder: other weights, another label
+    assert dino.weight_hash != video.weight_hash
+
+
+def test_missing_or_unknown_backends_are_unavailable_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match=r"no weights configured.*paths\.clip"):
+        open_backend(TEXT_IMAGE_BACKENDS, "clip", {})
+    with pytest.raises(BackendUnavailable, match=r"no config\.json"):
+        open_backend(IMAGE_BACKENDS, "dinov2", {"dinov2": str(tmp_path)})
+    with pytest.raises(BackendUnavailable, match="unknown backend 'i3d'"):
+        open_backend(VIDEO_BACKENDS, "i3d", {})
+    with pytest.raises(BackendUnavailable, match="no backend configured"):
+        open_backend(VIDEO_BACKENDS, None, {})
+
+
+def test_feature_store_records_unavailable_backends(tmp_path: Path) -> None:
+    store = FeatureStore(FeaturesConfig(text_image="clip", video=None), tmp_path)
+    assert store.backend("text_image") is None and store.backend("video") is None
+    assert "paths.clip" in store.unavailable["text_image"]
+    assert "no backend configured" in store.unavailable["video"]
+    assert store.label("image").startswith("efficientnet-lite0@")

@@ -1,0 +1,118 @@
+"""Gate policy, prompt suites and reference discovery: verdicts with reasons, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evaluation.config import EvaluationConfig, GateConfig
+from evaluation.gate import judge
+from evaluation.suite import curated_clips, load_suite, reference_clips
+from ltx_lora.config import PACKAGED_CONFIGS
+from stagekit.errors import ConfigError, UserError
+
+CARD = {"trigger": "zorblat", "class_noun": "mascot", "client": "acme", "adapter": "m"}
+GOOD = {
+    "fidelity_lift_ci_low": 0.02,
+    "temporal_consistency_base": 0.95,
+    "temporal_consistency_adapter": 0.93,
+    "prior_preservation": 0.8,
+    "copy_fraction_adapter": 0.0,
+}
+
+
+def default_config() -> EvaluationConfig:
+    return EvaluationConfig.model_validate(
+        yaml.safe_load((PACKAGED_CONFIGS / "evaluation" / "default.yaml").read_text())
+    )
+
+
+def test_all_rules_hold_is_a_pass() -> None:
+    v = judge(GOOD, GateConfig())
+    assert v.verdict == "pass" and v.reasons == []
+    assert set(v.checks) == {
+        "fidelity_lift",
+        "temporal_consistency",
+        "prior_preservation",
+        "no_copying",
+    }
+    assert "CI lower bound > 0" in v.rule
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"fidelity_lift_ci_low": -0.01}, "fidelity lift not shown"),
+        ({"temporal_consistency_adapter": 0.85}, "temporal consistency fell"),
+        ({"prior_preservation": 0.2}, "prior preservation 0.2000 is below"),
+        ({"copy_fraction_adapter": 0.5}, "50.00% of adapter renders copy"),
+    ],
+)
+def test_each_broken_rule_fails_with_its_reason(change: dict, reason: str) -> None:
+    v = judge({**GOOD, **change}, GateConfig())
+    assert v.verdict == "fail" and len(v.reasons) == 1 and reason in v.reasons[0]
+
+
+def test_missing_guardrails_are_skipped_but_a_missing_lift_fails() -> None:
+    v = judge({"fidelity_lift_ci_low": 0.1}, GateConfig())
+    assert v.verdict == "pass" and set(v.checks) == {"fidelity_lift"}
+    assert judge({}, GateConfig()).verdict == "fail"
+
+
+def test_default_config_and_unknown_keys() -> None:
+    cfg = default_config()
+    assert cfg.prompts.prior_preservation and cfg.features.image == "efficientnet-lite0"
+    with pytest.raises(ValueError, match="extra"):
+        EvaluationConfig.model_validate({**cfg.model_dump(), "gate": {"min_lift": 1}})
+
+
+def test_suite_from_config_and_dataset_file(tmp_path: Path) -> None:
+    cfg = default_config()
+    suite = load_suite(cfg, CARD, tmp_path / "missing.yaml")
+    assert suite.source == "config" and suite.seeds == cfg.seeds
+    assert suite.group("in_distribution")[0].text.startswith("zorblat mascot")
+    assert "zorblat" not in suite.group("prior_preservation")[0].text
+    own = tmp_path / "evaluation.yaml"
+    own.write_text(
+        yaml.safe_dump(
+            {"prompts": {"in_distribution": ["{trigger} {class_noun} waving"]}, "seeds": [5]}
+        )
+    )
+    suite = load_suite(cfg, CARD, own)
+    assert [p.text for p in suite.prompts] == ["zorblat mascot waving"]
+    assert suite.seeds == [5] and suite.source == str(own)
+
+
+def test_bad_suite_files_are_clear_errors(tmp_path: Path) -> None:
+    cfg = default_config()
+    bad = tmp_path / "evaluation.yaml"
+    bad.write_text("prompt: [x]\n")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_suite(cfg, CARD, bad)
+    bad.write_text("prompts: {in_distribution: ['{trigger} {colour}']}\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_suite(cfg, CARD, bad)
+    bad.write_text("prompts: {in_distribution: []}\n")
+    with pytest.raises(ConfigError, match=r"evaluation\.yaml"):
+        load_suite(cfg, CARD, bad)
+
+
+def test_references_are_the_reference_folder_plus_held_out_clips(tmp_path: Path) -> None:
+    ref, cur = tmp_path / "reference", tmp_path / "curated"
+    ref.mkdir()
+    cur.mkdir()
+    with pytest.raises(UserError, match="no reference clips"):
+        reference_clips(ref, cur)
+    (ref / "a.mp4").write_bytes(b"")
+    (ref / "notes.txt").write_text("x")
+    rows = [
+        {"path": "clips/t.mp4", "split": "train"},
+        {"path": "clips/v.mp4", "split": "validation"},
+    ]
+    (cur / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert reference_clips(ref, cur) == [ref / "a.mp4", cur / "clips/v.mp4"]
+    assert curated_clips(cur, "train") == [cur / "clips/t.mp4"]
+    assert curated_clips(None, "train") == []
