@@ -36,6 +36,7 @@ TARGETS: dict[str, str] = {
     ),
 }
 ADAPTER_NAME = "default"
+KINDS = ("lora", "dora", "lokr")  # PEFT LoraConfig, LoraConfig(use_dora=True), LoKrConfig
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
 ALPHA_SUFFIX = ".alpha"
 
@@ -64,21 +65,50 @@ def target_modules(transformer: torch.nn.Module, targets: str) -> list[str]:
 
 
 def add_lora(
-    transformer: torch.nn.Module, rank: int, alpha: float, dropout: float, targets: str
+    transformer: torch.nn.Module,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    targets: str,
+    kind: str = "lora",
 ) -> None:
-    """Inject a trainable LoRA adapter (named `default`) into `transformer` in place."""
-    from peft import LoraConfig
+    """Inject a trainable adapter (named `default`) of `kind` into `transformer` in place.
 
+    Every kind starts equal to the base model: LoRA/DoRA with lora_B = 0 (DoRA's magnitude is
+    the base weight's row norm), LoKr with lokr_w1 = 0. For LoKr, `dropout` is PEFT's
+    `module_dropout` (whole-module dropout) and `rank` bounds the factor w2's rank."""
+    from peft import LoKrConfig, LoraConfig
+
+    if kind not in KINDS:
+        raise UserError(f"lora kind '{kind}' is not one of {', '.join(KINDS)}")
     if not target_modules(transformer, targets):
         raise UserError(f"lora targets '{targets}' match no Linear module of the transformer")
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=target_pattern(targets),
-        init_lora_weights=True,  # lora_B = 0: the adapted model starts equal to the base
-    )
+    if kind == "lokr":
+        config = LoKrConfig(
+            r=rank,
+            alpha=alpha,
+            module_dropout=dropout,
+            target_modules=target_pattern(targets),
+            init_weights=True,
+        )
+    else:
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=target_pattern(targets),
+            init_lora_weights=True,  # lora_B = 0: the adapted model starts equal to the base
+            use_dora=kind == "dora",
+        )
     transformer.add_adapter(config, adapter_name=ADAPTER_NAME)
+
+
+def adapter_kind(transformer: torch.nn.Module, adapter_name: str = ADAPTER_NAME) -> str:
+    """`lora`, `dora` or `lokr`: what `add_lora` injected."""
+    config = transformer.peft_config[adapter_name]
+    if type(config).__name__ == "LoKrConfig":
+        return "lokr"
+    return "dora" if getattr(config, "use_dora", False) else "lora"
 
 
 def adapter_state_dict(
@@ -90,6 +120,8 @@ def adapter_state_dict(
     config = transformer.peft_config[adapter_name]
     weights = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
     sd = {f"transformer.{k}": v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    if adapter_kind(transformer, adapter_name) == "lokr":
+        return sd  # LoKr's scale alpha / r is in its config (see lokr_to_comfyui)
     for key in [k for k in sd if k.endswith(".lora_A.weight")]:
         module = key.removeprefix("transformer.").removesuffix(".lora_A.weight")
         rank, alpha = _rank_alpha(config, module)
@@ -171,10 +203,13 @@ def adapter_metadata(transformer: torch.nn.Module, adapter_name: str = ADAPTER_N
     """rank / alpha / targets of an adapter, for safetensors headers and registries."""
     config = transformer.peft_config[adapter_name]
     targets = config.target_modules
+    kind = adapter_kind(transformer, adapter_name)
+    lokr = kind == "lokr"
     return {
+        "kind": kind,
         "rank": config.r,
-        "alpha": config.lora_alpha,
-        "dropout": config.lora_dropout,
+        "alpha": config.alpha if lokr else config.lora_alpha,
+        "dropout": config.module_dropout if lokr else config.lora_dropout,
         "targets": targets if isinstance(targets, str) else sorted(targets),
     }
 
@@ -192,4 +227,83 @@ def diffusers_metadata_header(
 
 def count_lora_parameters(transformer: torch.nn.Module) -> int:
     """Number of LoRA parameters (trainable adapter weights) in `transformer`."""
-    return sum(p.numel() for n, p in transformer.named_parameters() if "lora_" in n)
+    return sum(p.numel() for n, p in transformer.named_parameters() if "lora_" in n or "lokr_" in n)
+
+
+# ------------------------------------------------------------- ComfyUI layouts of DoRA and LoKr
+
+DORA_SUFFIX = ".lora_magnitude_vector"  # PEFT: the per-output-row magnitude m [out]
+COMFY_DORA_SUFFIX = ".dora_scale"  # ComfyUI / LyCORIS: the same m as [out, 1]
+_LOKR_FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
+
+
+def comfyui_adapter(sd: dict[str, torch.Tensor], kind: str, alpha: float, rank: int):
+    """`adapter_state_dict` output -> ComfyUI keys (`diffusion_model.…`) for any kind.
+
+    DoRA: `lora_magnitude_vector` [out] becomes `dora_scale` [out, 1] (ComfyUI's
+    `weight_decompose` normalises per output row when dora_scale.shape[0] == out, as PEFT does).
+    LoKr: LyCORIS keys `lokr_w1` / `lokr_w2` (or their `_a`/`_b` factors). ComfyUI scales by
+    alpha / dim only where a factor is decomposed (dim = its rank) and by 1 otherwise, while PEFT
+    scales by alpha / r always: with full factors alpha / r is folded into `lokr_w2` and no
+    `alpha` key is written; with a decomposed w2 (dim = r) `alpha` is written as it is."""
+    from ltx.lora_keys import to_comfyui
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.endswith(DORA_SUFFIX):
+            out[key.removesuffix(DORA_SUFFIX) + COMFY_DORA_SUFFIX] = value.reshape(-1, 1)
+        else:
+            out[key] = value
+    if kind == "lokr":
+        for base in sorted(
+            {k.rsplit(".", 1)[0] for k in sd if k.rsplit(".", 1)[1] in _LOKR_FACTORS}
+        ):
+            decomposed = any(f"{base}.{f}_a" in sd for f in ("lokr_w1", "lokr_w2"))
+            if decomposed:
+                out[f"{base}{ALPHA_SUFFIX}"] = torch.tensor(float(alpha))
+            else:
+                w2 = out[f"{base}.lokr_w2"]
+                out[f"{base}.lokr_w2"] = (w2.float() * (alpha / rank)).to(w2.dtype)
+    return to_comfyui(out)
+
+
+def comfyui_weight(weight: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A Linear weight [out, in] after merging one module's ComfyUI adapter entries, with
+    ComfyUI's arithmetic (comfy/weight_adapter: lora, DoRA `weight_decompose`, lokr)."""
+    w = weight.float()
+    if "lokr_w1" in parts or "lokr_w1_a" in parts:
+        w1, dim = _factor(parts, "lokr_w1")
+        w2, dim2 = _factor(parts, "lokr_w2")
+        dim = dim2 or dim
+        scale = float(parts["alpha"]) / dim if "alpha" in parts and dim else 1.0
+        return (w + scale * torch.kron(w1, w2).reshape(w.shape)).to(weight.dtype)
+    a, b = parts["lora_A.weight"].float(), parts["lora_B.weight"].float()
+    scale = float(parts["alpha"]) / a.shape[0] if "alpha" in parts else 1.0
+    merged = w + scale * (b @ a)
+    if "dora_scale" in parts:
+        norm = merged.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps
+        merged = merged * (parts["dora_scale"].float().reshape(-1, 1) / norm)
+    return merged.to(weight.dtype)
+
+
+def _factor(parts: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, int | None]:
+    if name in parts:
+        return parts[name].float(), None
+    a, b = parts[f"{name}_a"].float(), parts[f"{name}_b"].float()
+    return a @ b, b.shape[0]
+
+
+def comfyui_modules(sd: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """ComfyUI adapter keys grouped by transformer module (diffusers names, no prefix)."""
+    from ltx.lora_keys import from_comfyui
+
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in from_comfyui(sd).items():
+        module = key.removeprefix("transformer.")
+        for part in ("lora_A.weight", "lora_B.weight", "alpha", "dora_scale", *_LOKR_FACTORS):
+            if module.endswith("." + part):
+                grouped.setdefault(module.removesuffix("." + part), {})[part] = value
+                break
+        else:
+            raise UserError(f"adapter key '{key}' is not a LoRA, DoRA or LoKr entry")
+    return grouped

@@ -49,6 +49,8 @@ from stagekit.hashing import sha256_bytes, sha256_file, sha256_json
 from trainer.config import PreprocessConfig
 
 INDEX = "index.json"
+EMPTY_PROMPT = "empty_prompt"  # index key: the "" caption's conditioning (caption dropout)
+EMPTY_PROMPT_FILE = "_empty_prompt.safetensors"
 CACHE_FORMAT = 2
 JOURNAL_PREFIX = ".journal-rank"
 # PreprocessConfig keys that change how shards are made, never what they hold: not fingerprinted.
@@ -66,6 +68,7 @@ class Options:
     vae_tiling: bool = False  # for real clips on GPUs: 121x512x768 through the VAE in tiles
     frame_reader: str = "auto"  # auto | decord | pyav (same frames; see ltx.frames)
     text_chunk: int = 256  # clips per text phase: bounds host memory for cached text features
+    reference: str = "none"  # none | edges: reference latents for the reference_video strategy
 
     @classmethod
     def of(cls, cfg: PreprocessConfig) -> Options:
@@ -82,6 +85,8 @@ class Plan:
     fingerprints: dict[str, str]
     kept: dict[str, dict[str, Any]]  # fresh entries, reused as they are
     todo: list[str]  # clip ids to encode, sorted
+    empty_fingerprint: str = ""  # of the empty-prompt entry
+    empty: dict[str, Any] | None = None  # the fresh empty-prompt entry, or None: encode it
 
 
 @dataclass
@@ -156,7 +161,10 @@ def build_cache(
                 _device(device), stats, progress and group.rank == 0, group,
             )
         )  # fmt: skip
-        entries = group.from_rank0(lambda: commit(cache_dir, plan))
+        empty = group.from_rank0(
+            lambda: _empty_prompt_entry(cache_dir, plan, model_path, model_cfg, _device(device))
+        )
+        entries = group.from_rank0(lambda: commit(cache_dir, plan, empty))
     finally:
         lock.release()
     return {
@@ -201,7 +209,42 @@ def make_plan(
     prints = {i: entry_fingerprint(r, identity, cfg, model_cfg.dtype) for i, r in rows.items()}
     kept = {i: old[i] for i in sorted(rows) if _is_fresh(cache_dir, old.get(i), prints[i])}
     todo = sorted(set(rows) - set(kept))
-    return Plan(identity, rows, prints, kept, todo)
+    empty_print = empty_prompt_fingerprint(identity, model_cfg.dtype)
+    old_empty = (
+        _read_index(cache_dir / INDEX).get(EMPTY_PROMPT) if (cache_dir / INDEX).is_file() else None
+    )
+    fresh = old_empty if _is_fresh(cache_dir, old_empty, empty_print) else None
+    return Plan(identity, rows, prints, kept, todo, empty_print, fresh)
+
+
+def empty_prompt_fingerprint(identity: dict[str, str], dtype: str) -> str:
+    """The empty prompt's conditioning depends on the model and text encoder only."""
+    return sha256_json({"format": CACHE_FORMAT, **identity, "dtype": dtype, "caption": ""})
+
+
+@torch.no_grad()
+def _empty_prompt_entry(
+    cache_dir: Path, plan: Plan, model_path: Path, model_cfg: ModelConfig, device: str
+) -> dict[str, Any]:
+    """The "" caption encoded once per model (rank 0; reused while its fingerprint holds): one
+    extra text-encoder load the first time, none after."""
+    if plan.empty is not None:
+        return plan.empty
+    parts = load_components(model_path, TEXT_PARTS, model_cfg.dtype)
+    for name in ("text_encoder", "connectors"):
+        parts[name].to(device)
+    features = encode_prompts(parts, [""])
+    release(parts)
+    tensors = {f"text.{k}": v.detach().to("cpu").contiguous() for k, v in sorted(features.items())}
+    data = canonical(serialize(tensors, metadata={"fingerprint": plan.empty_fingerprint}))
+    path = Path(cache_dir) / EMPTY_PROMPT_FILE
+    with _disk_errors(path), atomic_path(path) as tmp:
+        _write_file(tmp, data)
+    return {
+        "file": EMPTY_PROMPT_FILE,
+        "sha256": sha256_bytes(data),
+        "fingerprint": plan.empty_fingerprint,
+    }
 
 
 def model_identity(model_path: Path) -> dict[str, str]:
@@ -378,6 +421,10 @@ def _prefetch(
 
 def _encode_media(vaes: dict[str, Any], media: Media, opts: Options) -> dict[str, torch.Tensor]:
     tensors = {"video": encode_video(vaes["vae"], torch.from_numpy(media.frames))}
+    if opts.reference == "edges":
+        tensors["reference"] = encode_video(
+            vaes["vae"], torch.from_numpy(edge_frames(media.frames))
+        )
     if opts.with_audio and media.audio is not None and "audio_vae" in vaes:
         audio = torch.from_numpy(media.audio)
         tensors["audio"] = encode_audio(vaes["audio_vae"], audio, media.sample_rate)
@@ -452,7 +499,7 @@ def _disk_errors(path: Path) -> Iterator[None]:
         ) from None
 
 
-def commit(cache_dir: Path, plan: Plan) -> int:
+def commit(cache_dir: Path, plan: Plan, empty: dict[str, Any] | None = None) -> int:
     """Merge the journals into `index.json`, drop the journals and any shard no entry names.
     Returns the number of entries."""
     done = read_entries(cache_dir)
@@ -466,6 +513,7 @@ def commit(cache_dir: Path, plan: Plan) -> int:
         "format": CACHE_FORMAT,
         "identity": plan.identity,
         "entries": dict(sorted(entries.items())),
+        **({EMPTY_PROMPT: empty} if empty is not None else {}),
     }
     path = Path(cache_dir) / INDEX
     if not path.is_file() or _read_index(path) != index:
@@ -473,7 +521,7 @@ def commit(cache_dir: Path, plan: Plan) -> int:
             write_json(path, index)
     for journal in Path(cache_dir).glob(f"{JOURNAL_PREFIX}*.jsonl"):
         journal.unlink()
-    names = {e["file"] for e in entries.values()}
+    names = {e["file"] for e in entries.values()} | ({empty["file"]} if empty else set())
     for shard in Path(cache_dir).glob("*.safetensors"):
         if shard.name not in names:  # clips no longer in the manifest
             shard.unlink()
@@ -601,3 +649,22 @@ def _device(device: str | None) -> str:
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return "cpu"
+
+
+def edge_frames(frames: np.ndarray) -> np.ndarray:
+    """A control video derived from a clip, for IC-LoRA training on datasets that have no
+    paired control: the Sobel gradient magnitude of each frame's luma, scaled to 0..255 per
+    clip, as grey RGB uint8 [F, H, W, 3] of the clip's size."""
+    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    gx = (
+        padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]
+        - padded[:, :-2, :-2] - 2 * padded[:, 1:-1, :-2] - padded[:, 2:, :-2]
+    )  # fmt: skip
+    gy = (
+        padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]
+        - padded[:, :-2, :-2] - 2 * padded[:, :-2, 1:-1] - padded[:, :-2, 2:]
+    )  # fmt: skip
+    magnitude = np.hypot(gx, gy)
+    scaled = magnitude * (255.0 / max(float(magnitude.max()), 1e-6))
+    return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=-1)

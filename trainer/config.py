@@ -12,6 +12,7 @@ class LoraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["lora", "dora", "lokr"] = "lora"  # PEFT LoraConfig / use_dora / LoKrConfig
     rank: int = Field(8, gt=0)
     alpha: float = Field(8.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -34,7 +35,9 @@ class TrainerConfig(BaseModel):
     sigma_std: float = Field(1.0, gt=0)
     uniform_fraction: float = Field(0.1, ge=0, le=1)
     log_every: int = Field(5, gt=0)
-    strategy: Literal["audio_video", "text_to_video", "image_to_video"] = "audio_video"
+    strategy: Literal["audio_video", "text_to_video", "image_to_video", "reference_video"] = (
+        "audio_video"
+    )
     grad_accum: int = Field(1, gt=0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no EMA copy of the adapter
@@ -42,6 +45,12 @@ class TrainerConfig(BaseModel):
     keep_checkpoints: int = Field(2, gt=0)
     resume: bool = True  # false: discard unfinished checkpoints and start over
     loss_spike_factor: float = Field(20.0, gt=1)  # stop when loss > factor x recent median
+    caption_dropout: float = Field(0.0, ge=0, le=1)  # share of clips trained on the empty prompt
+    gradient_checkpointing: bool = False  # recompute block activations in backward
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes, CUDA only
+    validation_every: int = Field(0, ge=0)  # steps between sample videos; 0 = off
+    validation_steps: int = Field(4, gt=0)  # denoising steps of each sample video
+    trackers: list[Literal["mlflow", "wandb"]] = ["mlflow"]  # [] = metrics.jsonl only
 
 
 class PreprocessConfig(BaseModel):
@@ -53,3 +62,6 @@ class PreprocessConfig(BaseModel):
     vae_tiling: bool = False  # decode/encode large clips in tiles (real GPUs)
     frame_reader: Literal["auto", "decord", "pyav"] = "auto"
     text_chunk: int = Field(256, gt=0)  # captions encoded per text-encoder load
+    # reference latents for the reference_video (IC-LoRA) strategy: none, or `edges` (a Sobel
+    # edge map of each clip, same size, encoded by the VAE: a control derived from the clip)
+    reference: Literal["none", "edges"] = "none"

@@ -11,6 +11,7 @@ import torch
 
 from stagekit.errors import UserError
 from stagekit.files import read_json
+from stagekit.hashing import sha256_json
 from trainer.cache import INDEX, load_entry
 
 
@@ -23,6 +24,7 @@ class Batch:
     text: dict[str, torch.Tensor]
     fps: float
     shard: tuple[int, int] = (0, 1)  # (rank, world): this batch is that slice of a global one
+    reference: torch.Tensor | None = None  # [B, C, F, H, W] clean control latents (IC-LoRA)
 
 
 @dataclass
@@ -57,7 +59,16 @@ def collate(samples: list[Sample]) -> Batch:
         k[5:]: torch.cat([s.tensors[k] for s in samples]) for k in first if k.startswith("text.")
     }
     audio = torch.stack([s.tensors["audio"] for s in samples]) if "audio" in first else None
-    return Batch(torch.stack([s.tensors["video"] for s in samples]), audio, text, samples[0].fps)
+    reference = (
+        torch.stack([s.tensors["reference"] for s in samples]) if "reference" in first else None
+    )
+    return Batch(
+        torch.stack([s.tensors["video"] for s in samples]),
+        audio,
+        text,
+        samples[0].fps,
+        reference=reference,
+    )
 
 
 class BatchOrder:
@@ -106,3 +117,30 @@ class BatchOrder:
                 batch = collate([self.samples[j] for j in mine])
                 yield *nxt, replace(batch, shard=(self.rank, self.world))
             epoch, index = epoch + 1, 0
+
+
+def drop_captions(
+    batch: Batch,
+    empty: dict[str, torch.Tensor] | None,
+    p: float,
+    seed: int,
+    step: int,
+    micro: int,
+) -> Batch:
+    """Caption dropout: each clip of the global batch gets the empty prompt's conditioning with
+    probability `p`. The draw is a pure function of (seed, step, micro-batch), so it needs no
+    state in checkpoints and a resumed run drops exactly the same captions; it never touches
+    the noise generator, so p = 0 trains exactly as before."""
+    if empty is None or p <= 0:
+        return batch
+    rank, world = batch.shard
+    n = batch.video.shape[0]
+    g = torch.Generator().manual_seed(int(sha256_json([seed, step, micro])[:15], 16))
+    drop = (torch.rand(n * world, generator=g) < p)[rank * n : (rank + 1) * n]
+    if not drop.any():
+        return batch
+    text = {}
+    for key, value in batch.text.items():
+        mask = drop.reshape(-1, *([1] * (value.ndim - 1)))
+        text[key] = torch.where(mask, empty[key].to(value).expand_as(value), value)
+    return replace(batch, text=text)

@@ -15,40 +15,97 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from ltx.lora import ALPHA_SUFFIX, adapter_state_dict, diffusers_metadata_header
-from ltx.lora_keys import to_comfyui
+from ltx.lora import (
+    ADAPTER_NAME,
+    ALPHA_SUFFIX,
+    adapter_metadata,
+    adapter_state_dict,
+    comfyui_adapter,
+    comfyui_modules,
+    comfyui_weight,
+    diffusers_metadata_header,
+)
 from stagekit.hashing import sha256_file
 from trainer.data import Batch
 
 DIFFUSERS_FILE = "adapter.safetensors"
 COMFYUI_FILE = "comfyui.safetensors"
+LOKR_CONFIG_KEY = "lokr_config"
+
+
+# How each (kind, layout) is checked by loading; written into the file's header.
+VERIFIED_BY = {
+    ("lora", "diffusers"): "LTX2Pipeline.load_lora_weights(path)",
+    ("dora", "diffusers"): "LTX2Pipeline.load_lora_weights(path)",
+    ("lokr", "peft"): (
+        "peft LoKrConfig from the header + set_peft_model_state_dict "
+        "(diffusers 0.42.1 load_lora_weights cannot load LoKr)"
+    ),
+    ("lora", "comfyui"): "keys converted back, LTX2Pipeline.load_lora_weights",
+    ("dora", "comfyui"): (
+        "merged with ComfyUI's weight-adapter arithmetic re-implemented in ltx.lora "
+        "(not run inside ComfyUI)"
+    ),
+    ("lokr", "comfyui"): (
+        "merged with ComfyUI's LyCORIS lokr arithmetic re-implemented in ltx.lora "
+        "(not run inside ComfyUI)"
+    ),
+}
 
 
 def export_adapter(
     transformer: torch.nn.Module, dest: Path, metadata: dict[str, str], stem: str = "adapter"
 ) -> list[Path]:
-    """Write `<stem>.safetensors` (diffusers) and `<stem>` ComfyUI twin into `dest/`."""
+    """Write `<stem>.safetensors` (diffusers, or PEFT for LoKr) and its ComfyUI twin into
+    `dest/`."""
     dest.mkdir(parents=True, exist_ok=True)
     state = {
         k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(transformer).items()
     }
     plain = {k: v for k, v in state.items() if not k.endswith(ALPHA_SUFFIX)}
+    meta = adapter_metadata(transformer)
+    kind = meta["kind"]
+    layout = "peft" if kind == "lokr" else "diffusers"
     # adapter → comfyui, adapter_ema → comfyui_ema
     files = [
         dest / f"{stem}.safetensors",
         dest / f"comfyui{stem.removeprefix('adapter')}.safetensors",
     ]
+    header = _lokr_header(transformer) if kind == "lokr" else _inference_header(transformer)
     save_file(
         plain,
         files[0],
-        metadata={**metadata, **_inference_header(transformer), "format": "diffusers"},
+        metadata={
+            **metadata,
+            **header,
+            "format": layout,
+            "adapter_kind": kind,
+            "verified_by": VERIFIED_BY[(kind, layout)],
+        },
     )
-    save_file(to_comfyui(state), files[1], metadata={**metadata, "format": "comfyui"})
+    comfy = comfyui_adapter(state, kind, float(meta["alpha"]), int(meta["rank"]))
+    save_file(
+        comfy,
+        files[1],
+        metadata={
+            **metadata,
+            "format": "comfyui",
+            "adapter_kind": kind,
+            "verified_by": VERIFIED_BY[(kind, "comfyui")],
+        },
+    )
     for f in files:
         canonical_header(f)
     return files
+
+
+def _lokr_header(transformer: torch.nn.Module) -> dict[str, str]:
+    """The LoKrConfig, so the PEFT file can be loaded back (`load_lokr`)."""
+    config = transformer.peft_config[ADAPTER_NAME].to_dict()
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    return {LOKR_CONFIG_KEY: json.dumps(config, sort_keys=True, default=str)}
 
 
 def _inference_header(transformer: torch.nn.Module) -> dict[str, str]:
@@ -110,16 +167,78 @@ def _probe(pipe, batch: Batch):
 
 @contextmanager
 def _loaded(pipe, path: Path) -> Iterator[None]:
-    """The diffusers file through plain `load_lora_weights(path)`, as diffusers users load it;
-    the ComfyUI file converted as ComfyUI reads it (keys renamed, `.alpha` applied)."""
+    """Load `path` into `pipe.transformer` the way its consumers would, per its header:
+    diffusers files through plain `load_lora_weights(path)`; a LoKr PEFT file through PEFT;
+    a ComfyUI LoRA converted back and loaded by diffusers; ComfyUI DoRA / LoKr merged into the
+    weights with ComfyUI's arithmetic (restored after)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    layout, kind = header.get("format"), header.get("adapter_kind", "lora")
+    if layout == "peft":
+        with load_lokr(pipe.transformer, path):
+            yield
+        return
+    if layout == "comfyui" and kind != "lora":
+        with comfyui_merged(pipe.transformer, load_file(str(path))):
+            yield
+        return
     from ltx.lora import load_adapter_file
 
-    source = str(path) if path.name.startswith("adapter") else load_adapter_file(path)
+    source = str(path) if layout == "diffusers" else load_adapter_file(path)
     pipe.load_lora_weights(source, adapter_name="export-check")
     try:
         yield
     finally:
         pipe.unload_lora_weights()
+
+
+@contextmanager
+def load_lokr(transformer: torch.nn.Module, path: Path) -> Iterator[None]:
+    """A LoKr PEFT file (keys `transformer.<m>.lokr_w*`, `lokr_config` header) injected into
+    `transformer` as adapter `export-check`; removed after."""
+    from peft import LoKrConfig
+    from peft.utils import set_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(LOKR_CONFIG_KEY)
+    if raw is None:
+        raise RuntimeError(f"{path.name}: no {LOKR_CONFIG_KEY} header, cannot rebuild the LoKr")
+    fields = json.loads(raw)
+    known = set(LoKrConfig.__dataclass_fields__)
+    config = LoKrConfig(**{k: v for k, v in fields.items() if k in known and k != "peft_type"})
+    sd = {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
+    transformer.add_adapter(config, adapter_name="export-check")
+    try:
+        result = set_peft_model_state_dict(transformer, sd, adapter_name="export-check")
+        if result.unexpected_keys:
+            raise RuntimeError(
+                f"{path.name}: keys the LoKr does not have: {result.unexpected_keys}"
+            )
+        transformer.set_adapter("export-check")
+        yield
+    finally:
+        transformer.delete_adapters("export-check")
+
+
+@contextmanager
+def comfyui_merged(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The transformer with a ComfyUI adapter merged into its Linear weights, as ComfyUI
+    patches a model; the original weights come back after."""
+    saved = {}
+    with torch.no_grad():
+        for module, parts in comfyui_modules(sd).items():
+            linear = transformer.get_submodule(module)
+            saved[module] = linear.weight.detach().clone()
+            linear.weight.copy_(comfyui_weight(linear.weight, parts))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, weight in saved.items():
+                transformer.get_submodule(module).weight.copy_(weight)
 
 
 def canonical_header(path: Path) -> None:

@@ -1,7 +1,7 @@
 """Training modes, chosen by name from an explicit registry (`trainer.strategy`).
 
 A strategy prepares a batch for its mode, computes the loss, and names what its checkpoint
-holds. A reference-video (IC-LoRA) mode slots in the same way.
+holds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ltx.forward import noisy_latents, predict_velocity
+from stagekit.errors import UserError
 from trainer.config import TrainerConfig
 from trainer.data import Batch
 from trainer.objective import draw_sigmas, flow_matching_loss, sharded_randn
@@ -84,6 +85,118 @@ class ImageToVideo(AudioVideo):
         return loss
 
 
+@dataclass(frozen=True)
+class ReferenceVideo(AudioVideo):
+    """IC-LoRA (reference-video conditioning), as LTX2InContextPipeline runs it: the clean
+    reference latents are appended after the noisy target tokens, with their own positions
+    (the same grid as the target's, as the pipeline computes them) and timestep 0; only the
+    target tokens (and audio) are in the loss."""
+
+    name: str = "reference_video"
+
+    def loss(
+        self,
+        denoiser: dict,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        batch: Batch,
+        cfg: TrainerConfig,
+        generator: torch.Generator,
+        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if batch.reference is None:
+            raise UserError(
+                "trainer.strategy=reference_video needs reference latents in the cache: "
+                "re-run `ltx-lora preprocess preprocess.reference=edges`"
+            )
+        x0 = batch.video
+        sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
+        noise = sharded_randn(x0.shape, generator, batch.shard)
+        x_t, target = noisy_latents(x0, noise, sv)
+        x_a, target_a = _noised_audio(batch, sa, generator)
+        pred_v, pred_a = predict_with_reference(
+            denoiser, x_t, batch.reference, x_a, batch.text, sv, sa, fps=batch.fps
+        )
+        loss = F.mse_loss(pred_v.float(), target)
+        if batch.audio is not None:
+            loss = loss + F.mse_loss(pred_a.float(), target_a)
+        return loss
+
+
+def predict_with_reference(
+    denoiser: dict,
+    video: torch.Tensor,
+    reference: torch.Tensor,
+    audio: torch.Tensor | None,
+    text: dict[str, torch.Tensor],
+    sigma_video: torch.Tensor,
+    sigma_audio: torch.Tensor,
+    *,
+    fps: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`ltx.forward.predict_velocity` with reference tokens in the sequence: packed tokens
+    [target | reference], coords [target grid | reference grid], timestep [σ… | 0…]. Returns
+    the target's velocity [B, C, F, H, W] and the audio's."""
+    from diffusers import LTX2Pipeline
+
+    from ltx.forward import _packed_audio, _timestep, connect_text
+    from ltx.sampling import use_cross_timestep
+
+    transformer = denoiser["transformer"]
+    cfg = transformer.config
+    video_text, audio_text, mask = connect_text(denoiser["connectors"], text)
+    b, _, f, h, w = video.shape
+    target = LTX2Pipeline._pack_latents(video, cfg.patch_size, cfg.patch_size_t)
+    ref = LTX2Pipeline._pack_latents(reference, cfg.patch_size, cfg.patch_size_t)
+    tokens = torch.cat([target, ref.to(target)], dim=1)
+    packed_audio, isolate = _packed_audio(audio, b, cfg.audio_in_channels, target)
+    per_token = torch.cat(
+        [
+            sigma_video.reshape(-1, 1).expand(b, target.shape[1]),
+            sigma_video.new_zeros(b, ref.shape[1]),
+        ],
+        dim=1,
+    )
+    t_video, t_audio = _timestep(per_token, b, tokens), _timestep(sigma_audio, b, tokens)
+    device, dtype = tokens.device, transformer.dtype
+    _, _, rf, rh, rw = reference.shape
+    coords = torch.cat(
+        [
+            transformer.rope.prepare_video_coords(b, f, h, w, device, fps=fps),
+            transformer.rope.prepare_video_coords(b, rf, rh, rw, device, fps=fps),
+        ],
+        dim=2,
+    )
+    video_out, audio_out = transformer(
+        hidden_states=tokens.to(dtype),
+        audio_hidden_states=packed_audio.to(dtype),
+        encoder_hidden_states=video_text.to(dtype),
+        audio_encoder_hidden_states=audio_text.to(dtype),
+        timestep=t_video,
+        audio_timestep=t_audio,
+        sigma=t_video.amax(dim=1),
+        audio_sigma=t_audio,
+        encoder_attention_mask=mask,
+        audio_encoder_attention_mask=mask,
+        num_frames=f,
+        height=h,
+        width=w,
+        fps=fps,
+        audio_num_frames=packed_audio.shape[1],
+        video_coords=coords,
+        audio_coords=transformer.audio_rope.prepare_audio_coords(b, packed_audio.shape[1], device),
+        isolate_modalities=isolate,
+        use_cross_timestep=use_cross_timestep(transformer),
+        return_dict=False,
+    )
+    video_v = LTX2Pipeline._unpack_latents(
+        video_out[:, : target.shape[1]].float(), f, h, w, cfg.patch_size, cfg.patch_size_t
+    )
+    if audio is None:
+        return video_v, None
+    _, _, length, mel = audio.shape
+    return video_v, LTX2Pipeline._unpack_audio_latents(audio_out.float(), length, num_mel_bins=mel)
+
+
 def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator):
     if batch.audio is None:
         return None, None
@@ -91,7 +204,7 @@ def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator)
     return noisy_latents(batch.audio, noise, sigma)
 
 
-STRATEGIES = {s.name: s for s in (AudioVideo(), TextToVideo(), ImageToVideo())}
+STRATEGIES = {s.name: s for s in (AudioVideo(), TextToVideo(), ImageToVideo(), ReferenceVideo())}
 
 
 def get_strategy(name: str) -> AudioVideo:

@@ -8,6 +8,7 @@ same losses and the same final weights.
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,15 +28,24 @@ from stagekit.files import atomic_dir, read_json, write_json, write_jsonl, write
 from stagekit.hashing import sha256_json
 from stagekit.stage import load_record, save_record
 from trainer import checkpoint
-from trainer.cache import INDEX
+from trainer.cache import EMPTY_PROMPT, INDEX
 from trainer.config import LoraConfig, TrainerConfig
-from trainer.data import Batch, BatchOrder, collate, load_split
+from trainer.data import Batch, BatchOrder, collate, drop_captions, load_split
 from trainer.export import export_adapter, verify_export
+from trainer.runtime import (
+    SAMPLES_DIR,
+    ValidationSampler,
+    check_cache,
+    empty_prompt,
+    make_optimizer,
+    start_trackers,
+    tracker_names,
+)
 from trainer.strategies import get_strategy
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
 # settings that change how a run is kept, never what it computes
-NOT_IN_FINGERPRINT = {"resume", "checkpoint_every", "keep_checkpoints"}
+NOT_IN_FINGERPRINT = {"resume", "checkpoint_every", "keep_checkpoints", "trackers"}
 
 
 @dataclass
@@ -85,6 +95,8 @@ def train(
 ) -> dict[str, Any]:
     """Train (resuming a matching unfinished run), export, verify; skip if already done."""
     index = read_json(cache_dir / INDEX)
+    check_cache(index, cache_dir, model_path)
+    empty_text = empty_prompt(cache_dir, index) if cfg.caption_dropout > 0 else None
     settings = {
         "cache": sha256_json({k: e["sha256"] for k, e in index["entries"].items()}),
         "model": lineage["base_model_hash"],
@@ -93,11 +105,17 @@ def train(
         "seed": seed,
         "trigger": trigger,
     }
+    if empty_text is not None:  # what caption dropout swaps in is an input too
+        settings["empty_prompt"] = index[EMPTY_PROMPT]["sha256"]
     fingerprint = sha256_json(settings)
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
+    trackers = tracker_names(cfg)
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.mixed_precision,
+        log_with=trackers or None,
+        project_dir=str(out_dir.parent / "tracking"),
     )
     run = _prepare_run(
         accelerator,
@@ -111,13 +129,22 @@ def train(
     comps = load_components(model_path, ["transformer", "connectors", "scheduler"], model_cfg.dtype)
     transformer, scheduler = comps["transformer"], comps["scheduler"]
     transformer.requires_grad_(False)
-    add_lora(transformer, lora_cfg.rank, lora_cfg.alpha, lora_cfg.dropout, lora_cfg.targets)
+    add_lora(
+        transformer,
+        lora_cfg.rank,
+        lora_cfg.alpha,
+        lora_cfg.dropout,
+        lora_cfg.targets,
+        kind=lora_cfg.kind,
+    )
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
     denoiser = {
         "transformer": transformer,
         "connectors": comps["connectors"].requires_grad_(False).eval(),
     }
     params = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(list(params.values()), cfg, accelerator.device)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     # The transformer is not wrapped in DDP (its forward needs the module's own attributes):
     # the adapter's gradients are averaged across processes explicitly, once per step.
@@ -133,6 +160,9 @@ def train(
         print(f"train: resuming from step {progress.step} ({run})")
 
     strategy, main = get_strategy(cfg.strategy), accelerator.is_main_process
+    if trackers:
+        start_trackers(accelerator, lineage, fingerprint, lora_cfg, cfg, seed)
+    sampler = ValidationSampler(cache_dir, index, model_path, model_cfg, run, cfg, seed)
     order = BatchOrder(
         load_split(cache_dir, "train"),
         cfg.batch_size,
@@ -151,9 +181,10 @@ def train(
     )
     for step in bar:
         loss, started = 0.0, time.perf_counter()
-        for _ in range(cfg.grad_accum):
+        for micro_index in range(cfg.grad_accum):
             waited = time.perf_counter()
             progress.epoch, progress.index, batch = next(stream)
+            batch = drop_captions(batch, empty_text, cfg.caption_dropout, seed, step, micro_index)
             progress.data_wait_s += time.perf_counter() - waited
             with accelerator.autocast():
                 micro = strategy.loss(denoiser, scheduler, batch, cfg, generator) / cfg.grad_accum
@@ -161,7 +192,7 @@ def train(
             loss += micro.item()
         loss = _average(loss, params, accelerator)
         _check_loss(loss, progress.history, step, run, cfg)  # before the bad update lands
-        accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
@@ -182,6 +213,10 @@ def train(
             )
             progress.window.clear()
             bar.set_postfix(loss=f"{progress.log[-1]['loss']:.4f}")
+            accelerator.log({**progress.log[-1], "grad_norm": float(grad_norm)}, step=step)
+        if cfg.validation_every and step % cfg.validation_every == 0 and main:
+            metrics = sampler.run(step, strategy, denoiser, scheduler)
+            accelerator.log(metrics, step=step)
         if step % cfg.checkpoint_every == 0 and step < cfg.max_steps and main:
             state = _state(progress, params, optimizer, lr_schedule, generator, ema)
             checkpoint.save(run, step, state, cfg.keep_checkpoints)
@@ -193,6 +228,8 @@ def train(
     val_loss = validation_loss(
         strategy, denoiser, scheduler, load_split(cache_dir, "validation"), cfg, seed
     )
+    if val_loss is not None:
+        accelerator.log({"val_loss": val_loss}, step=progress.step)
     job = Job(
         cache_dir,
         out_dir,
@@ -216,7 +253,9 @@ def train(
         val_loss,
         probe_batch,
         {"processes": accelerator.num_processes, "rank_weight_max_diff": rank_diff},
+        run / SAMPLES_DIR,
     )
+    accelerator.end_training()
     checkpoint.mark_complete(run)
     accelerator.wait_for_everyone()
     return summary
@@ -367,6 +406,7 @@ def _export(
     val_loss: float | None,
     probe_batch: Batch,
     distributed: dict[str, float],
+    samples: Path,
 ) -> dict[str, Any]:
     """Adapters (final and EMA) verified through the pipeline, logs, train.json, stage record."""
     pipe = load_pipeline(job.model_path, job.model_cfg.dtype)
@@ -380,6 +420,8 @@ def _export(
                 files = export_adapter(model, tmp / "adapter", metadata, stem="adapter_ema")
                 hashes |= verify_export(pipe, model, files, probe_batch)
         write_jsonl(tmp / "metrics.jsonl", progress.log)
+        if samples.is_dir():  # validation sample videos, written during training
+            shutil.copytree(samples, tmp / SAMPLES_DIR)
         write_text(tmp / "config.yaml", yaml.safe_dump(job.resolved_config, sort_keys=False))
         final = {
             "loss": progress.log[-1]["loss"],
@@ -389,6 +431,7 @@ def _export(
             **distributed,
         }
         params_info = {
+            "kind": job.lora.kind,
             "rank": job.lora.rank,
             "alpha": job.lora.alpha,
             "dropout": job.lora.dropout,
@@ -398,6 +441,9 @@ def _export(
             "batch_size": job.cfg.batch_size,
             "grad_accum": job.cfg.grad_accum,
             "strategy": job.cfg.strategy,
+            "caption_dropout": job.cfg.caption_dropout,
+            "optimizer": job.cfg.optimizer,
+            "gradient_checkpointing": job.cfg.gradient_checkpointing,
             "seed": job.seed,
             "trainable_params": sum(p.numel() for p in params.values()),
         }
@@ -446,6 +492,7 @@ def _header(job: Job) -> dict[str, str]:
         "base_model": job.lineage["base_model"],
         "base_model_hash": job.lineage["base_model_hash"],
         "ltx_version": job.lineage["ltx_version"],
+        "kind": job.lora.kind,
         "rank": str(job.lora.rank),
         "alpha": str(job.lora.alpha),
         "targets": job.lora.targets,

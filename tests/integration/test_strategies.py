@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ltx.loading import load_components
+from stagekit.errors import UserError
 from trainer.config import TrainerConfig
 from trainer.data import collate, load_split
 from trainer.strategies import STRATEGIES, get_strategy
@@ -18,6 +19,8 @@ def setup(cache_dir, model_path):
     comps = load_components(model_path, ["transformer", "connectors", "scheduler"])
     denoiser = {"transformer": comps["transformer"], "connectors": comps["connectors"]}
     batch = collate(load_split(cache_dir, "train")[:1])
+    # a control latent of the clip's shape (the cache holds one with preprocess.reference=edges)
+    batch = replace(batch, reference=batch.video.flip(-1) * 0.5)
     return denoiser, comps["scheduler"], batch
 
 
@@ -37,7 +40,7 @@ def captured_call(denoiser, strategy, scheduler, batch, seed=0):
 
 
 def test_registry_names_every_mode() -> None:
-    assert set(STRATEGIES) == {"audio_video", "text_to_video", "image_to_video"}
+    assert set(STRATEGIES) == {"audio_video", "text_to_video", "image_to_video", "reference_video"}
     assert all(get_strategy(n).name == n for n in STRATEGIES)
 
 
@@ -47,7 +50,8 @@ def test_loss_is_a_finite_scalar(setup, name) -> None:
     loss, seen = captured_call(denoiser, get_strategy(name), scheduler, batch)
     assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
     b, c, f, h, w = batch.video.shape
-    assert seen["hidden_states"].shape == (b, f * h * w, c)  # packed [B, F*H*W, C]
+    tokens = f * h * w * (2 if name == "reference_video" else 1)  # + the reference's
+    assert seen["hidden_states"].shape == (b, tokens, c)  # packed [B, F*H*W, C]
 
 
 def test_joint_mode_feeds_real_audio_and_text_mode_isolates(setup) -> None:
@@ -79,3 +83,33 @@ def test_image_mode_keeps_the_first_frame_clean_at_timestep_zero(setup) -> None:
     assert torch.all(t[:, : h * w] == 0) and torch.all(t[:, h * w :] > 0)
     first = batch.video[:, :, 0].permute(0, 2, 3, 1).reshape(b, h * w, c)
     assert torch.allclose(seen["hidden_states"][:, : h * w], first)
+
+
+def test_reference_mode_appends_clean_reference_tokens_left_out_of_the_loss(setup) -> None:
+    denoiser, scheduler, batch = setup
+    ic = get_strategy("reference_video")
+    loss, seen = captured_call(denoiser, ic, scheduler, batch)
+    b, c, f, h, w = batch.video.shape
+    n = f * h * w
+    # [target | reference] tokens, the reference clean (its packed latents as they are)
+    assert seen["hidden_states"].shape == (b, 2 * n, c)
+    reference = batch.reference.permute(0, 2, 3, 4, 1).reshape(b, n, c)
+    assert torch.allclose(seen["hidden_states"][:, n:], reference)
+    t = seen["timestep"]
+    assert t.shape == (b, 2 * n)
+    assert torch.all(t[:, n:] == 0) and torch.all(t[:, :n] > 0)
+    assert torch.all(t[:, :n] == t[:, :1])  # one level for every target token
+    # positions: the reference lies on the target's own grid, as LTX2InContextPipeline puts it
+    coords = seen["video_coords"]
+    assert coords.shape[2] == 2 * n and torch.equal(coords[:, :, :n], coords[:, :, n:])
+    # the model attends to the reference: another reference gives another loss
+    other, _ = captured_call(denoiser, ic, scheduler, replace(batch, reference=-batch.reference))
+    assert not torch.equal(loss, other)
+
+
+def test_reference_mode_without_reference_latents_says_what_to_run(setup) -> None:
+    denoiser, scheduler, batch = setup
+    with pytest.raises(UserError, match=r"preprocess\.reference=edges"):
+        captured_call(
+            denoiser, get_strategy("reference_video"), scheduler, replace(batch, reference=None)
+        )

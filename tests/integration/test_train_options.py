@@ -1,0 +1,311 @@
+"""Training options beyond the defaults: adapter kinds, caption dropout, gradient checkpointing,
+8-bit AdamW, IC-LoRA on edge references, validation videos, MLflow, and refused inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from tests.integration.conftest import TINY
+from tests.integration.train_job import LINEAGE
+from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
+from trainer.train import train
+
+STEPS = 4
+
+
+def run(cache_dir: Path, out: Path, model_path: Path, lora: LoraConfig | None = None, **opts):
+    cfg = TrainerConfig(max_steps=STEPS, log_every=1, warmup_steps=1, **opts)
+    return train(
+        cache_dir,
+        out / "train",
+        model_path,
+        TINY,
+        lora or LoraConfig(rank=4, alpha=8),
+        cfg,
+        seed=0,
+        trigger="zorblat",
+        lineage=LINEAGE,
+        resolved_config={},
+        checkpoint_root=out / "ckpt",
+    )
+
+
+def losses(out: Path) -> list[float]:
+    lines = (out / "train/metrics.jsonl").read_text().splitlines()
+    return [json.loads(r)["loss"] for r in lines]
+
+
+def header(path: Path) -> dict[str, str]:
+    with safe_open(path, "pt") as f:
+        return f.metadata()
+
+
+# ------------------------------------------------------------------------------ adapter kinds
+
+
+@pytest.mark.parametrize("kind", ["dora", "lokr"])
+def test_dora_and_lokr_train_and_export_files_that_load_back(
+    kind, cache_dir, model_path, tmp_path
+) -> None:
+    run(cache_dir, tmp_path, model_path, LoraConfig(kind=kind, rank=4, alpha=8))
+    adapter = tmp_path / "train/adapter"
+    peft_file, comfy_file = adapter / "adapter.safetensors", adapter / "comfyui.safetensors"
+    meta, comfy_meta = header(peft_file), header(comfy_file)
+    assert meta["adapter_kind"] == comfy_meta["adapter_kind"] == kind
+    assert meta["format"] == ("peft" if kind == "lokr" else "diffusers")
+    assert "not run inside ComfyUI" in comfy_meta["verified_by"]  # said, not pretended
+    comfy = load_file(comfy_file)
+    assert all(k.startswith("diffusion_model.") for k in comfy)
+    if kind == "dora":
+        scales = [v for k, v in comfy.items() if k.endswith(".dora_scale")]
+        assert scales and all(v.ndim == 2 and v.shape[1] == 1 for v in scales)
+        assert any(k.endswith(".lora_magnitude_vector") for k in load_file(peft_file))
+    else:
+        assert any(k.endswith(".lokr_w1") for k in comfy)
+        assert any(k.endswith(".lokr_w2") for k in comfy)
+        assert "lokr_config" in meta
+        w1 = [v for k, v in load_file(peft_file).items() if k.endswith("lokr_w1")]
+        assert sum(v.abs().sum().item() for v in w1) > 0  # w1 starts at zero: training moved it
+    summary = json.loads((tmp_path / "train/train.json").read_text())
+    assert summary["params"]["kind"] == kind
+
+
+@pytest.mark.parametrize("kind", ["dora", "lokr"])
+def test_a_wrong_comfyui_file_fails_verification(kind, cache_dir, model_path, tmp_path) -> None:
+    """The check is real: a ComfyUI file whose numbers differ from the trained adapter's is
+    rejected (here the LoKr scale or DoRA magnitude is off by 10 %)."""
+    from ltx.loading import load_components, load_pipeline
+    from ltx.lora import add_lora
+    from trainer.data import collate, load_split
+    from trainer.export import export_adapter, verify_export
+
+    transformer = load_components(model_path, ["transformer"])["transformer"]
+    add_lora(transformer, 4, 8, 0.0, "video_attention", kind=kind)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in transformer.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    files = export_adapter(transformer.eval(), tmp_path, {"run_id": "x"})
+    pipe, batch = load_pipeline(model_path), collate(load_split(cache_dir, "train")[:1])
+    assert set(verify_export(pipe, transformer, files, batch)) == {f.name for f in files}
+    comfy = load_file(files[1])
+    key = next(k for k in sorted(comfy) if k.endswith((".lokr_w2", ".dora_scale")))
+    comfy[key] = comfy[key] * 1.1
+    save_file(comfy, files[1], metadata=header(files[1]))
+    with pytest.raises(RuntimeError, match=r"comfyui\.safetensors loaded into the pipeline"):
+        verify_export(pipe, transformer, files, batch)
+
+
+# ---------------------------------------------------------------------------- caption dropout
+
+
+def test_empty_prompt_is_cached_once_with_its_fingerprint(cache_dir, model_path) -> None:
+    from ltx.encode import encode_prompts
+    from ltx.loading import load_pipeline
+    from trainer.cache import EMPTY_PROMPT, load_entry
+
+    index = json.loads((cache_dir / "index.json").read_text())
+    entry = index[EMPTY_PROMPT]
+    assert entry["fingerprint"] and entry["file"] == "_empty_prompt.safetensors"
+    cached = load_entry(cache_dir, entry)
+    expected = encode_prompts(load_pipeline(model_path), [""])
+    assert set(cached) == {f"text.{k}" for k in expected}
+    assert all(torch.equal(cached[f"text.{k}"], v) for k, v in expected.items())
+
+
+def test_caption_dropout_swaps_in_the_empty_prompt_deterministically(cache_dir) -> None:
+    from dataclasses import replace
+
+    from trainer.data import collate, drop_captions, load_split
+    from trainer.runtime import empty_prompt
+
+    index = json.loads((cache_dir / "index.json").read_text())
+    empty = empty_prompt(cache_dir, index)
+    samples = load_split(cache_dir, "train")
+    key = samples[0].shape_key
+    same = [x for x in samples if x.shape_key == key][:4]
+    assert len(same) == 4
+    batch = collate(same)
+    dropped = [
+        drop_captions(batch, empty, 0.5, seed=0, step=s, micro=0).text["prompt_features"]
+        for s in range(1, 51)
+    ]
+    is_empty = [[torch.equal(d[i], empty["prompt_features"][0]) for i in range(4)] for d in dropped]
+    share = sum(map(sum, is_empty)) / 200
+    assert 0.4 < share < 0.6  # p = 0.5 over 200 draws
+    again = drop_captions(batch, empty, 0.5, seed=0, step=7, micro=0)
+    assert torch.equal(again.text["prompt_features"], dropped[6])  # a pure function of step
+    assert drop_captions(batch, empty, 0.0, 0, 1, 0) is batch
+    # two ranks with half the batch each drop exactly what one process with all of it drops
+    halves = [
+        drop_captions(
+            replace(collate(same[2 * r : 2 * r + 2]), shard=(r, 2)),
+            empty, 0.5, seed=0, step=7, micro=0,
+        ).text["prompt_features"]
+        for r in range(2)
+    ]  # fmt: skip
+    assert torch.equal(torch.cat(halves), again.text["prompt_features"])
+
+
+def test_caption_dropout_changes_training_and_repeats_exactly(
+    cache_dir, model_path, tmp_path
+) -> None:
+    run(cache_dir, tmp_path / "a", model_path, caption_dropout=0.5)
+    run(cache_dir, tmp_path / "b", model_path, caption_dropout=0.5)
+    run(cache_dir, tmp_path / "c", model_path)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a") != losses(tmp_path / "c")
+
+
+def test_caption_dropout_on_a_cache_without_the_empty_prompt_says_to_preprocess(
+    cache_dir, model_path, tmp_path
+) -> None:
+    from stagekit.errors import UserError
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    index = json.loads((copy / "index.json").read_text())
+    del index["empty_prompt"]
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="re-run `ltx-lora preprocess`"):
+        run(copy, tmp_path, model_path, caption_dropout=0.1)
+
+
+# ------------------------------------------------------------------ memory and the optimiser
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(cache_dir, model_path, tmp_path) -> None:
+    run(cache_dir, tmp_path / "plain", model_path)
+    run(cache_dir, tmp_path / "ckpt", model_path, gradient_checkpointing=True)
+    assert losses(tmp_path / "ckpt") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+    a, b = (
+        load_file(tmp_path / d / "train/adapter/adapter.safetensors") for d in ("plain", "ckpt")
+    )
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_adamw8bit_on_cpu_is_a_clear_config_error(cache_dir, model_path, tmp_path) -> None:
+    from stagekit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="adamw8bit needs a CUDA GPU"):
+        run(cache_dir, tmp_path, model_path, optimizer="adamw8bit")
+
+
+# ----------------------------------------------------------------------- IC-LoRA (reference)
+
+
+@pytest.fixture(scope="module")
+def edge_cache(workspace, model_path, tmp_path_factory) -> Path:
+    from trainer.cache import build_cache
+
+    dest = tmp_path_factory.mktemp("edges") / "cache"
+    build_cache(
+        workspace.captioned("sample") / "manifest.jsonl",
+        workspace.curated("sample"),
+        dest,
+        model_path,
+        TINY,
+        PreprocessConfig(reference="edges"),
+        progress=False,
+    )
+    return dest
+
+
+def test_edge_references_are_cached_beside_each_clip(edge_cache) -> None:
+    from trainer.data import load_split
+
+    samples = load_split(edge_cache, "train")
+    assert samples and all(
+        s.tensors["reference"].shape == s.tensors["video"].shape for s in samples
+    )
+    assert not torch.equal(samples[0].tensors["reference"], samples[0].tensors["video"])
+
+
+def test_edge_frames_mark_edges_of_a_square() -> None:
+    import numpy as np
+
+    from trainer.cache import edge_frames
+
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    frames[:, 2:6, 2:6] = 255
+    edges = edge_frames(frames)
+    assert edges.shape == frames.shape and edges.dtype == np.uint8
+    assert edges[0, 0, 0, 0] == 0 and edges[0, 4, 4, 0] == 0  # flat: no edge
+    assert edges[0, 2, 4, 0] > 100 and edges[0, 4, 2, 0] > 100  # on the square's sides
+
+
+def test_reference_video_trains_on_the_edge_cache(edge_cache, model_path, tmp_path) -> None:
+    run(edge_cache, tmp_path, model_path, strategy="reference_video")
+    assert all(0 < x < 100 for x in losses(tmp_path))
+
+
+# -------------------------------------------------------------- validation videos and MLflow
+
+
+def test_validation_videos_and_mlflow_metrics(cache_dir, model_path, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ltx.sampling import read_clip
+    from registry.store import ensure_schema
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_schema(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LTX_LORA_PARENT_RUN_ID", "parent-123")
+    run(cache_dir, tmp_path / "val", model_path, validation_every=2, validation_steps=2)
+    samples = sorted((tmp_path / "val/train/samples").glob("*.mp4"))
+    assert [p.name for p in samples] == ["step-000002.mp4", "step-000004.mp4"]
+    index = json.loads((cache_dir / "index.json").read_text())
+    entry = next(e for _, e in sorted(index["entries"].items()) if e["split"] == "validation")
+    width, height, frames = entry["bucket"]
+    assert read_clip(samples[0]).video.shape == (frames, height, width, 3)
+    # sampling leaves training as it was: the same losses as a run without samples
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    run(cache_dir, tmp_path / "plain", model_path)
+    assert losses(tmp_path / "val") == losses(tmp_path / "plain")
+
+    client = MlflowClient(tracking_uri=uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "ltx-lora-train"]
+    (found,) = client.search_runs([exp.experiment_id])
+    assert found.data.tags["mlflow.parentRunId"] == "parent-123"
+    assert found.info.status == "FINISHED"
+    history = {m: client.get_metric_history(found.info.run_id, m) for m in ("loss", "lr")}
+    assert [m.step for m in history["loss"]] == [1, 2, 3, 4]
+    assert [m.value for m in history["loss"]] == pytest.approx(losses(tmp_path / "val"))
+    assert {"grad_norm", "val_loss"} <= set(found.data.metrics)
+    assert found.data.params["lora.rank"] == "4"
+
+
+# ----------------------------------------------------------------------------- refused input
+
+
+def test_cache_of_another_model_is_refused(cache_dir, model_path, tmp_path) -> None:
+    from stagekit.errors import UserError
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    index = json.loads((copy / "index.json").read_text())
+    index["identity"]["model"] = "f" * 64
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="was made for model ffffffffffff"):
+        run(copy, tmp_path, model_path)
+
+
+def test_a_cache_without_training_clips_is_a_clear_error(cache_dir, model_path, tmp_path):
+    from stagekit.errors import UserError
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    index = json.loads((copy / "index.json").read_text())
+    index["entries"] = {k: e for k, e in index["entries"].items() if e["split"] != "train"}
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="no training clips in the cache"):
+        run(copy, tmp_path, model_path)

@@ -1,0 +1,176 @@
+"""What a training run needs around its loop: input checks, the optimiser, the trackers
+(MLflow, W&B offline) and validation sample videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltx.config import ModelConfig
+from stagekit.errors import ConfigError, UserError
+from trainer.config import LoraConfig, TrainerConfig
+
+SAMPLES_DIR = "samples"  # validation videos: <checkpoint run>/samples, then <train>/samples
+EXPERIMENT = "ltx-lora-train"  # MLflow experiment of training runs (MLFLOW_EXPERIMENT_NAME wins)
+PARENT_RUN_ENV = "LTX_LORA_PARENT_RUN_ID"  # a sweep's parent run: tagged mlflow.parentRunId
+
+
+def check_cache(index: dict[str, Any], cache_dir: Path, model_path: Path) -> None:
+    """Refuse a cache encoded with another base model: its latents and text embeddings would
+    silently train the wrong thing."""
+    from ltx.identity import model_hash
+
+    cached = (index.get("identity") or {}).get("model")
+    current = model_hash(model_path)
+    if cached != current:
+        made_for = f"model {cached[:12]}…" if cached else "an unknown model"
+        raise UserError(
+            f"the latent cache {cache_dir} was made for {made_for}, not for {model_path} "
+            f"({current[:12]}…): re-run `ltx-lora preprocess` with this model"
+        )
+
+
+def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The cached empty-prompt conditioning (`text.*` -> [1, ...]) that caption dropout swaps in."""
+    from trainer.cache import EMPTY_PROMPT, load_entry
+
+    entry = index.get(EMPTY_PROMPT)
+    if entry is None:
+        raise UserError(
+            f"trainer.caption_dropout needs the empty-prompt embedding, which the cache in "
+            f"{cache_dir} lacks (made by an older version): re-run `ltx-lora preprocess`"
+        )
+    return {k[5:]: v for k, v in load_entry(cache_dir, entry).items() if k.startswith("text.")}
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' 8-bit AdamW (CUDA only): never a silent fallback."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if device.type != "cuda":
+        raise ConfigError(
+            "trainer.optimizer=adamw8bit needs a CUDA GPU (bitsandbytes' 8-bit AdamW); "
+            f"this run is on {device.type}: use trainer.optimizer=adamw"
+        )
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(
+            "trainer.optimizer=adamw8bit needs bitsandbytes: pip install bitsandbytes "
+            "(or use trainer.optimizer=adamw)"
+        ) from None
+    return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def tracker_names(cfg: TrainerConfig) -> list[str]:
+    """Accelerate trackers to log to. MLflow only where a tracking URI is set (`ltx-lora
+    train` sets the workspace's store; a bare library call logs to metrics.jsonl only);
+    W&B always offline, and only when installed."""
+    names = []
+    if "mlflow" in cfg.trackers and os.environ.get("MLFLOW_TRACKING_URI"):
+        names.append("mlflow")
+    if "wandb" in cfg.trackers:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "trainer.trackers includes wandb, which is not installed: "
+                "pip install 'ltx-lora[wandb]' (wandb 0.31.0), or drop it from trainer.trackers"
+            ) from None
+        os.environ["WANDB_MODE"] = "offline"  # nothing leaves the machine
+        names.append("wandb")
+    return names
+
+
+def start_trackers(
+    accelerator: Any,
+    lineage: dict[str, str],
+    fingerprint: str,
+    lora_cfg: LoraConfig,
+    cfg: TrainerConfig,
+    seed: int,
+) -> None:
+    """One tracked run per training process group, named like train.json's run_name, with the
+    parameters and, under a sweep, the parent run's id."""
+    run_name = f"{lineage['dataset']}-{fingerprint[:8]}"
+    tags = {"ltx_lora.fingerprint": fingerprint, "ltx_lora.dataset": lineage["dataset"]}
+    if parent := os.environ.get(PARENT_RUN_ENV):
+        tags["mlflow.parentRunId"] = parent
+    params = {
+        **{f"lora.{k}": v for k, v in lora_cfg.model_dump().items()},
+        **{f"trainer.{k}": v for k, v in cfg.model_dump().items()},
+        "seed": seed,
+    }
+    wandb_dir = Path(accelerator.project_dir) / "wandb"
+    if "wandb" in [t.name for t in accelerator.log_with]:
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(
+        os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT),
+        config=params,
+        init_kwargs={
+            "mlflow": {"run_name": run_name, "tags": tags},
+            "wandb": {"name": run_name, "dir": str(wandb_dir), "tags": [lineage["dataset"]]},
+        },
+    )
+
+
+class ValidationSampler:
+    """Sample videos every `trainer.validation_every` steps through `ltx.sampling.generate`
+    (the code evaluation uses), with the live adapter: text-to-video (+ audio) for the first
+    validation clip's caption at its bucket size, seed `seed`."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        index: dict[str, Any],
+        model_path: Path,
+        model_cfg: ModelConfig,
+        run: Path,
+        cfg: TrainerConfig,
+        seed: int,
+    ) -> None:
+        self.model_path, self.model_cfg, self.cfg, self.seed = model_path, model_cfg, cfg, seed
+        self.dest = run / SAMPLES_DIR
+        entries = sorted(index["entries"].items())
+        held_out = [e for _, e in entries if e["split"] == "validation"]
+        self.entry = (held_out or [e for _, e in entries])[0] if entries else None
+        self.pipe = None
+
+    def run(self, step: int, strategy: Any, denoiser: dict, scheduler: Any) -> dict[str, float]:
+        """Write `step-NNNNNN.mp4`; return the metrics to log. The global RNG is restored so a
+        run with samples trains exactly as one without."""
+        from ltx.loading import load_pipeline
+        from ltx.sampling import generate, write_clip
+
+        if self.entry is None:
+            return {}
+        if self.pipe is None:
+            self.pipe = load_pipeline(self.model_path, self.model_cfg.dtype)
+        transformer = denoiser["transformer"]
+        self.pipe.transformer, self.pipe.connectors = transformer, denoiser["connectors"]
+        width, height, frames = self.entry["bucket"]
+        rng = torch.get_rng_state()
+        transformer.eval()
+        try:
+            (clip,) = generate(
+                self.pipe,
+                [self.entry["caption"]],
+                [self.seed],
+                width=width,
+                height=height,
+                frames=frames,
+                fps=float(self.entry["fps"]),
+                steps=self.cfg.validation_steps,
+                guidance_scale=1.0,
+            )
+        finally:
+            transformer.train()
+            torch.set_rng_state(rng)
+        self.dest.mkdir(parents=True, exist_ok=True)
+        write_clip(self.dest / f"step-{step:06d}.mp4", clip)
+        return {"sample_videos": float(len(list(self.dest.glob("*.mp4"))))}
