@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from evaluation import metrics, motion
 from evaluation.config import EvaluationConfig
@@ -47,7 +48,7 @@ def score(
     out = Scored({}, {}, {}, {})
     ref = np.concatenate([store.image(p) for p in references])
     img = store.label("image")
-    for s in samples:
+    for s in tqdm(samples, desc="evaluate: features", unit="pair", leave=False):
         for side in SIDES:
             key, path = s.renders[side]
             feats = store.image(path, key)

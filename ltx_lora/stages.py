@@ -244,7 +244,9 @@ def run(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     """Every stage in order; ends with what was made and where to look."""
     results = {name: STAGES[name](ws, cfg) for name in PIPELINE}
     reg, ev = results["register"], results["evaluate"]
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in ev["scores"].items())
+    headline = ("fidelity_base", "fidelity_adapter", "fidelity_lift", "fidelity_lift_ci_low")
+    scores = ", ".join(f"{k} {ev['scores'][k]:.4f}" for k in headline if k in ev["scores"])
+    scores += "".join(f"\n            · {why}" for why in ev.get("reasons", []))
     print(
         "\n"
         + "\n".join(
