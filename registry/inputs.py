@@ -6,15 +6,14 @@ Everything is validated here, before any MLflow call, so a bad input never leave
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from registry.digest import hash_files, reusable_digest
 from stagekit.errors import UserError
-from stagekit.hashing import sha256_file
 
 ADAPTER_DIR = "adapter"
 ADAPTER_FILE = "adapter.safetensors"
@@ -81,6 +80,13 @@ class TrainRun:
     steps: list[StepMetrics]
     extra_files: dict[str, Path]  # run-relative artifact path → local file (train.json, config)
 
+    def recorded_digests(self) -> dict[str, str]:
+        """The sha256 per adapter file name that training wrote into train.json (`files`)."""
+        files = (self.record.model_extra or {}).get("files")
+        if not isinstance(files, dict):
+            return {}
+        return {str(k): v for k, v in files.items() if isinstance(v, str)}
+
 
 @dataclass(frozen=True)
 class EvalRun:
@@ -123,12 +129,20 @@ def load_eval(eval_dir: Path | None) -> EvalRun:
     return EvalRun(record, files)
 
 
-def file_manifest(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+def file_manifest(
+    files: dict[str, Path], recorded: dict[str, str] | None = None, record: Path | None = None
+) -> dict[str, dict[str, Any]]:
     """`{relative path: {"sha256", "bytes"}}`: what a pull verifies the downloaded files against.
-    Files are hashed in parallel threads (hashlib releases the GIL): the two layouts of a large
-    adapter take the time of one."""
-    with ThreadPoolExecutor(max_workers=max(1, min(4, len(files)))) as pool:
-        digests = dict(zip(files, pool.map(sha256_file, files.values()), strict=True))
+    A digest training `recorded` in `record` is reused while the file is unchanged since
+    (see registry.digest.reusable_digest); the other files are hashed, in parallel threads."""
+    digests: dict[str, str] = {}
+    if recorded and record is not None:
+        for rel, path in files.items():
+            reused = reusable_digest(path, recorded.get(rel), record)
+            if reused is not None:
+                digests[rel] = reused
+    todo = [rel for rel in files if rel not in digests]
+    digests |= dict(zip(todo, hash_files([files[rel] for rel in todo]), strict=True))
     return {rel: {"sha256": digests[rel], "bytes": p.stat().st_size} for rel, p in files.items()}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from registry.describe import fetch_version
+from registry.digest import copy_hashed
 from registry.inputs import ADAPTER_DIR, check_safetensors
 from registry.names import split_model_name
 from registry.read import read_manifest
@@ -80,43 +81,46 @@ def pull(
 def _download_verified(
     client: MlflowClient, mv: Any, rel: str, entry: dict[str, Any], target: Path
 ) -> None:
-    """Download into a hidden folder beside `target`, check size and sha256, then rename."""
+    """Copy into a hidden folder beside `target`, check size and sha256, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".pull", dir=target.parent))
+    label = f"{mv.name} version {mv.version}: {rel}"
     try:
-        local = _fetch(client, mv, f"{ADAPTER_DIR}/{rel}", tmp)
-        verify_file(local, entry, f"{mv.name} version {mv.version}: {rel}")
+        local, digest = _fetch(client, mv, f"{ADAPTER_DIR}/{rel}", tmp)
+        verify_file(local, entry, label, digest)
         local.chmod(0o644)
         os.replace(local, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> Path:
-    """Download one artifact into `tmp`. From a local (file://) store a kernel-side copy:
-    MLflow's local download goes through Python buffers and a thread pool, several times slower.
-    Either way the bytes are checked against the manifest afterwards."""
+def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> tuple[Path, str | None]:
+    """Download one artifact into `tmp`; also its sha256 when the copy computed it.
+
+    From a local (file://) store the bytes are hashed as they are written (one read pass;
+    MLflow's own local download goes through a thread pool and is several times slower).
+    From a server MLflow downloads and the file is hashed afterwards."""
     uri = client.get_run(mv.run_id).info.artifact_uri
     parsed = urlparse(uri)
     if parsed.scheme != "file":
-        return Path(client.download_artifacts(mv.run_id, rel, str(tmp)))
+        return Path(client.download_artifacts(mv.run_id, rel, str(tmp))), None
     source = Path(unquote(parsed.path)) / rel
     if not source.is_file():
         raise UserError(f"{mv.name} version {mv.version}: {rel} is missing from the store")
     local = tmp / Path(rel).name
-    shutil.copyfile(source, local)
-    return local
+    return local, copy_hashed(source, local)[0]
 
 
-def verify_file(path: Path, entry: dict[str, Any], label: str) -> None:
-    """A UserError unless `path` has the registered size and sha256 (and is safetensors)."""
+def verify_file(path: Path, entry: dict[str, Any], label: str, digest: str | None = None) -> None:
+    """A UserError unless `path` has the registered size and sha256 (and is safetensors).
+    `digest`: the sha256 of `path` when the copy that wrote it computed it, else None."""
     size = path.stat().st_size
     if size != int(entry["bytes"]):
         raise UserError(
             f"{label} is {size} bytes, registered as {entry['bytes']}: truncated or altered in "
             "the artifact store; nothing was written (re-register the adapter)"
         )
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     if digest != entry["sha256"]:
         raise UserError(
             f"{label} has sha256 {digest[:12]}…, registered as {entry['sha256'][:12]}…: the "

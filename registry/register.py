@@ -20,6 +20,7 @@ from registry.inputs import (
     ADAPTER_DIR,
     ADAPTER_FILE,
     MANIFEST_NAME,
+    TRAIN_RECORD,
     EvalRun,
     TrainRun,
     file_manifest,
@@ -79,7 +80,9 @@ def register_adapter(
     check_alias(alias)
     train = load_train(Path(train_dir))
     evaluation = load_eval(Path(eval_dir) if eval_dir is not None else None)
-    manifest = file_manifest(train.adapter_files)
+    manifest = file_manifest(
+        train.adapter_files, train.recorded_digests(), train.dir / TRAIN_RECORD
+    )
     sha = manifest[ADAPTER_FILE]["sha256"]
     with client_workspace(client, client_slug):
         existing = find_version(client, name, sha)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from registry.describe import describe_version, format_registration
+from registry.pull import pull
 from registry.register import LINEAGE_TAGS, register_adapter
 from registry.store import ensure_schema, local_tracking_uri, open_client
 from stagekit.errors import UserError
@@ -200,6 +202,39 @@ def test_a_new_adapter_gets_version_2_and_the_alias_moves(client, tmp_path):
     back = register(client, tmp_path / "t1")
     assert (back.version, back.created, back.alias) == (1, False, None)
     assert int(client.get_model_version_by_alias(NAME, "candidate").version) == 2
+
+
+def test_digests_recorded_by_training_are_reused_unless_the_file_changed(
+    client, tmp_path, monkeypatch
+):
+    import registry.inputs
+
+    train = make_train_dir(tmp_path / "train")
+    adapter = train / "adapter"
+    real = {f.name: sha256_file(f) for f in adapter.iterdir()}
+    record = json.loads((train / "train.json").read_text())
+    time.sleep(0.02)  # training writes train.json after the files, never in the same tick
+    (train / "train.json").write_text(json.dumps(record | {"files": real}))
+    hashed: list[str] = []
+    real_hash = registry.inputs.hash_files
+    monkeypatch.setattr(
+        registry.inputs, "hash_files", lambda ps: hashed.extend(p.name for p in ps) or real_hash(ps)
+    )
+    first = register(client, train)
+    assert first.adapter_sha256 == real["adapter.safetensors"] and hashed == []
+
+    # The ComfyUI file replaced after training: train.json's digest no longer holds, so the
+    # registry hashes that file (and only it) and the pull of the new bytes verifies.
+    time.sleep(0.02)
+    make_train_dir(tmp_path / "other", seed=5)
+    shutil.copy(tmp_path / "other/adapter/comfyui.safetensors", adapter / "comfyui.safetensors")
+    client.delete_model_version(NAME, "1")
+    again = register(client, train)
+    assert hashed == ["comfyui.safetensors"]
+    pulled = pull(client, NAME, str(again.version), "comfyui", tmp_path / "out")
+    assert (
+        pulled.sha256 == sha256_file(adapter / "comfyui.safetensors") != real["comfyui.safetensors"]
+    )
 
 
 def test_without_evaluation_the_version_is_unscored(client, tmp_path):
