@@ -3,7 +3,9 @@ refusals, the report in headless Chromium, and `ltx-lora generate`."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ltx_lora.cli import main
 from ltx_lora.config import PACKAGED_CONFIGS
 from stagekit.errors import UserError
 from stagekit.files import read_json
+from stagekit.hashing import sha256_file
 from stagekit.workspace import Workspace
 from tests.integration.conftest import TINY
 from tests.integration.test_curation_report import find_chromium, render
@@ -169,3 +172,44 @@ def test_generate_with_a_local_adapter(workspace, adapter, model_path, tmp_path,
     assert main([*argv, "--prompt", "x", "--out", str(tmp_path / "no.mp4")]) == 1
     assert "not on this one" in capsys.readouterr().err
     assert not (tmp_path / "no.mp4").exists()
+
+
+def test_generate_with_a_registered_adapter(workspace, adapter, model_path, tmp_path):
+    """Register the adapter in a fresh MLflow, then render it by alias: pulled, verified, used."""
+    from safetensors.torch import load_file
+
+    from ltx.lora_keys import to_comfyui
+    from registry.register import register_adapter
+    from registry.store import ensure_schema, local_tracking_uri, open_client
+
+    train = tmp_path / "train"
+    (train / "adapter").mkdir(parents=True)
+    shutil.copy(adapter, train / "adapter" / "adapter.safetensors")
+    save_file(to_comfyui(load_file(adapter)), train / "adapter" / "comfyui.safetensors")
+    lineage = {
+        "dataset_hash": "d" * 32,
+        "base_model": "ltx2-tiny",
+        "base_model_hash": model_hash(model_path),
+        "config_hash": "c" * 64,
+        "git_commit": "0" * 40,
+        "ltx_version": "2.0",
+    }
+    record = {"run_name": "eval-test", "lineage": lineage, "params": {"rank": 4}, "final": {}}
+    (train / "train.json").write_text(json.dumps(record))
+    uri = local_tracking_uri(tmp_path / ".mlflow")
+    ensure_schema(uri)
+    card = load_card(workspace.card("sample")).model_dump()
+    name = f"{card['client']}.{card['adapter']}"
+    client = open_client(uri, tmp_path / ".mlflow" / "artifacts")
+    register_adapter(
+        client, name=name, train_dir=train, eval_dir=None, experiment="t", dataset_card=card
+    )
+    out = tmp_path / "registered.mp4"
+    argv = ["--workspace", str(workspace.root), "generate", "--tracking-uri", uri]
+    argv += ["--adapter", f"{name}@candidate", "--prompt", "zorblat mascot", "--out", str(out)]
+    assert main(argv) == 0
+    pulled = workspace.root / ".adapters" / name / "candidate"
+    assert sha256_file(next(pulled.glob("*.safetensors"))) == sha256_file(adapter)
+    from ltx.sampling import read_clip
+
+    assert read_clip(out).video.shape == (17, 64, 64, 3)
