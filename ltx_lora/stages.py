@@ -153,6 +153,12 @@ def train(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     from trainer.train import train as run_train
 
     _require(ws.cache(cfg.dataset) / "index.json", "preprocess")
+    if "mlflow" in cfg.trainer.trackers:  # the trainer logs through Accelerate to this store
+        from registry.store import ensure_schema, local_tracking_uri
+
+        uri = local_tracking_uri(ws.mlflow_dir)
+        ensure_schema(uri)  # created once, under a lock, before any process logs to it
+        os.environ["MLFLOW_TRACKING_URI"] = uri
     card = load_card(ws.card(cfg.dataset))
     mpath = model_path(ws, cfg)
     lineage = _lineage(ws, cfg, mpath)

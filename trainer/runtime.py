@@ -113,7 +113,11 @@ def start_trackers(
         os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT),
         config=params,
         init_kwargs={
-            "mlflow": {"run_name": run_name, "tags": tags},
+            "mlflow": {
+                "run_name": run_name,
+                "tags": tags,
+                "logging_dir": accelerator.logging_dir,  # a new experiment's artifacts
+            },
             "wandb": {"name": run_name, "dir": str(wandb_dir), "tags": [lineage["dataset"]]},
         },
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 from tqdm import tqdm
 
 from ltx.config import ModelConfig
@@ -115,7 +116,11 @@ def train(
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
         log_with=trackers or None,
-        project_dir=str(out_dir.parent / "tracking"),
+        # MLflow: the artifact location of a new experiment; W&B: its offline run folder
+        project_config=ProjectConfiguration(
+            project_dir=str(out_dir.parent / "tracking"),
+            logging_dir=str(out_dir.parent / "tracking"),
+        ),
     )
     run = _prepare_run(
         accelerator,
@@ -213,7 +218,8 @@ def train(
             )
             progress.window.clear()
             bar.set_postfix(loss=f"{progress.log[-1]['loss']:.4f}")
-            accelerator.log({**progress.log[-1], "grad_norm": float(grad_norm)}, step=step)
+            logged = {k: v for k, v in progress.log[-1].items() if k != "step"}
+            accelerator.log({**logged, "grad_norm": float(grad_norm)}, step=step)
         if cfg.validation_every and step % cfg.validation_every == 0 and main:
             metrics = sampler.run(step, strategy, denoiser, scheduler)
             accelerator.log(metrics, step=step)

@@ -281,6 +281,8 @@ def test_validation_videos_and_mlflow_metrics(cache_dir, model_path, tmp_path, m
     assert [m.step for m in history["loss"]] == [1, 2, 3, 4]
     assert [m.value for m in history["loss"]] == pytest.approx(losses(tmp_path / "val"))
     assert {"grad_norm", "val_loss"} <= set(found.data.metrics)
+    assert "step" not in found.data.metrics
+    assert exp.artifact_location.endswith("val/tracking")  # beside the run, not in the cwd
     assert found.data.params["lora.rank"] == "4"
 
 
@@ -309,3 +311,13 @@ def test_a_cache_without_training_clips_is_a_clear_error(cache_dir, model_path, 
     (copy / "index.json").write_text(json.dumps(index))
     with pytest.raises(UserError, match="no training clips in the cache"):
         run(copy, tmp_path, model_path)
+
+
+def test_wandb_logs_offline_into_the_run_folder(cache_dir, model_path, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")  # the trainer forces offline regardless
+    run(cache_dir, tmp_path / "w", model_path, trackers=["wandb"])
+    runs = list((tmp_path / "w/tracking/wandb/wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert losses(tmp_path / "w")  # trained and exported as usual
