@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.names import KEY_SCORE
+from registry.names import CI_SUFFIXES, KEY_SCORE
 from stagekit.errors import UserError
 
 if TYPE_CHECKING:
@@ -211,8 +211,8 @@ def _show(args: argparse.Namespace) -> int:
         return _print_json(info)
     print(f"{info['name']} version {info['version']}  aliases: {', '.join(info['aliases']) or '-'}")
     print(f"  verdict   {info['verdict']}  (eval suite {info['eval_suite'] or '-'})")
-    for k, v in info["scores"].items():
-        print(f"  score     {k} = {v:.6g}")
+    for k, v in _headline_scores(info["scores"], info["intervals"]).items():
+        print(f"  score     {k} = {_score_cell(v, info['intervals'].get(k))}")
     for k, v in info["lineage"].items():
         print(f"  {k:17} {v}")
     print(f"  run       {info['run_id']}")
@@ -231,13 +231,29 @@ def _compare(args: argparse.Namespace) -> int:
         return _print_json(out)
     print(f"{'':22} {out['a']:>30} {out['b']:>30}")
     rows = {"verdict": out["verdict"], **out["lineage"]}
-    rows |= {f"score.{k}": v for k, v in out["scores"].items()}
+    cis = out["intervals"]
+    for k in _headline_scores(out["scores"], cis):
+        (x, y), (cx, cy) = out["scores"][k], cis.get(k, (None, None))
+        rows[f"score.{k}"] = (_score_cell(x, cx), _score_cell(y, cy))
     for key, (x, y) in rows.items():
         mark = "≠" if x != y else " "
         print(f"{mark} {key:20} {_cell(x):>30} {_cell(y):>30}")
     if not out["same_suite"]:
         print("note: scored on different eval suites: scores do not compare")
     return 0
+
+
+def _headline_scores(scores: dict[str, Any], cis: dict[str, Any]) -> dict[str, Any]:
+    """The scores less the `_ci_low`/`_ci_high` bounds already shown beside their score."""
+    bounds = {k + suffix for k in cis for suffix in CI_SUFFIXES}
+    return {k: v for k, v in scores.items() if k not in bounds}
+
+
+def _score_cell(value: float | None, ci: tuple[float, float] | None) -> str:
+    """`0.0512 [0.0123, 0.0901]` (value, then its confidence interval when there is one)."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
 
 
 def _lineage(args: argparse.Namespace) -> int:

@@ -13,9 +13,12 @@ ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)  # MLflow reserves these
 CHAMPION = "champion"
 # The key score promotion compares: the evaluator's mean similarity of the adapter's renders to
-# the held-out reference clips (higher is better). Not the delta over the base model: that also
+# the held-out reference clips (higher is better). Not the lift over the base model: that also
 # moves when the base renders move, while this is what a user of the adapter actually gets.
-KEY_SCORE = "reference_similarity_adapter"
+KEY_SCORE = "fidelity_adapter"
+# A score `X` with `X_ci_low` and `X_ci_high` beside it has a confidence interval (the evaluator
+# bootstraps one for `fidelity_lift`); show and compare print it next to the value.
+CI_SUFFIXES = ("_ci_low", "_ci_high")
 
 
 def split_model_name(name: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.describe import fetch_version
 from registry.inputs import ADAPTER_DIR, MANIFEST_NAME
-from registry.names import split_model_name
+from registry.names import CI_SUFFIXES, split_model_name
 from registry.register import EVAL_SUITE_TAG, LINEAGE_TAGS
 from registry.store import client_workspace, workspaces_enabled
 from stagekit.errors import UserError
@@ -60,6 +60,7 @@ def show(client: MlflowClient, name: str, ref: str) -> dict[str, Any]:
         "aliases": aliases,
         "verdict": tags.get("verdict", "unscored"),
         "scores": scores_of(tags),
+        "intervals": intervals(scores_of(tags)),
         "eval_suite": tags.get(EVAL_SUITE_TAG),
         "lineage": {k: tags.get(k) for k in LINEAGE_TAGS} | {"trigger": tags.get("trigger")},
         "adapter_sha256": tags.get("adapter_sha256"),
@@ -81,6 +82,10 @@ def compare(client: MlflowClient, a: tuple[str, str], b: tuple[str, str]) -> dic
         k: (left["scores"].get(k), right["scores"].get(k))
         for k in sorted(set(left["scores"]) | set(right["scores"]))
     }
+    cis = {
+        k: (left["intervals"].get(k), right["intervals"].get(k))
+        for k in sorted(set(left["intervals"]) | set(right["intervals"]))
+    }
     return {
         "a": f"{left['name']} v{left['version']}",
         "b": f"{right['name']} v{right['version']}",
@@ -88,6 +93,7 @@ def compare(client: MlflowClient, a: tuple[str, str], b: tuple[str, str]) -> dic
         "same_suite": left["eval_suite"] == right["eval_suite"],
         "lineage": fields,
         "scores": scores,
+        "intervals": cis,
         "differs": sorted(k for k, (x, y) in {**fields, **scores}.items() if x != y),
     }
 
@@ -132,6 +138,16 @@ def scores_of(tags: dict[str, str]) -> dict[str, float]:
             except ValueError:
                 continue
     return dict(sorted(out.items()))
+
+
+def intervals(scores: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """`{X: (low, high)}` for each score `X` whose `X_ci_low` and `X_ci_high` are present."""
+    low, high = CI_SUFFIXES
+    return {
+        k: (scores[k + low], scores[k + high])
+        for k in scores
+        if k + low in scores and k + high in scores
+    }
 
 
 def _model_row(client: MlflowClient, model: Any) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 def register(url: str, name: str, root: Path, seed: int, score: float = 0.5) -> Any:
-    scores = {"reference_similarity_adapter": score}
+    scores = {"fidelity_adapter": score}
     return register_adapter(
         open_client(url),
         name=name,

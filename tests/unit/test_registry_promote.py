@@ -22,7 +22,7 @@ from tests.unit.test_registry_register import CARD, LINEAGE, make_eval_dir, make
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 NAME = "acme.mascot"
-KEY = "reference_similarity_adapter"
+KEY = "fidelity_adapter"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,15 @@ def add(client: Any, root: Path, seed: int, score: float | None, verdict: str = 
     """Register one adapter scored `score` (None: no evaluation); its version number."""
     ev = None
     if score is not None:
-        scores = {KEY: score, "reference_similarity_base": 0.3}
+        # The evaluator's metrics.json scores: adapter and base fidelity, the lift and its CI.
+        lift = round(score - 0.3, 6)
+        scores = {
+            KEY: score,
+            "fidelity_base": 0.3,
+            "fidelity_lift": lift,
+            "fidelity_lift_ci_low": round(lift - 0.05, 6),
+            "fidelity_lift_ci_high": round(lift + 0.05, 6),
+        }
         ev = make_eval_dir(root / f"e{seed}", verdict=verdict, scores=scores)
     reg = register_adapter(
         client,
@@ -160,14 +168,28 @@ def test_list_show_compare_lineage(client, tmp_path):
 
     info = show(client, NAME, "champion")
     assert (info["version"], info["aliases"], info["verdict"]) == (1, ["champion"], "pass")
-    assert info["scores"] == {KEY: 0.4, "reference_similarity_base": 0.3}
+    assert info["scores"] == {
+        KEY: 0.4,
+        "fidelity_base": 0.3,
+        "fidelity_lift": 0.1,
+        "fidelity_lift_ci_low": 0.05,
+        "fidelity_lift_ci_high": 0.15,
+    }
+    assert info["intervals"] == {"fidelity_lift": (0.05, 0.15)}
     assert info["lineage"]["git_commit"] == LINEAGE["git_commit"]
     assert set(info["files"]) == {"adapter.safetensors", "comfyui.safetensors"}
     assert info["files"]["adapter.safetensors"]["sha256"] == info["adapter_sha256"]
 
     diff = compare(client, (NAME, "1"), (NAME, "candidate"))
     assert diff["scores"][KEY] == (0.4, 0.6) and diff["same_suite"]
-    assert diff["differs"] == [KEY]  # same data, code and base model; only the score moved
+    assert diff["intervals"] == {"fidelity_lift": ((0.05, 0.15), (0.25, 0.35))}
+    # Same data, code and base model; only the scores moved.
+    assert diff["differs"] == [
+        KEY,
+        "fidelity_lift",
+        "fidelity_lift_ci_high",
+        "fidelity_lift_ci_low",
+    ]
 
     lin = lineage(client, NAME, "2")
     assert lin["data"]["dataset_hash"] == LINEAGE["dataset_hash"]
@@ -244,6 +266,13 @@ def test_cli_verbs_end_to_end(client, tmp_path, capsys):
     assert [(e["who"], e["to_version"]) for e in events] == [("erin", 1)]
     assert main([*ws, "registry", "list", "--client", "acme"]) == 0
     assert "acme.mascot" in capsys.readouterr().out
+    assert main([*ws, "registry", "show", f"{NAME}@champion"]) == 0
+    shown = capsys.readouterr().out
+    assert "fidelity_lift = 0.1 [0.05, 0.15]" in shown and "_ci_low" not in shown
+    assert main([*ws, "registry", "compare", f"{NAME}@1", "@2"]) == 0
+    compared = capsys.readouterr().out
+    assert "0.1 [0.05, 0.15]" in compared
+    assert "0 [-0.05, 0.05]" in compared and "_ci_high" not in compared
     assert main([*ws, "registry", "show", f"{NAME}@gold"]) == 1
     assert "aliases candidate→2, champion→1" in capsys.readouterr().err
     out = tmp_path / "pulled"
