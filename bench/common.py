@@ -46,3 +46,48 @@ def format_table(results: list[Result]) -> str:
             f"{r.ratio:6.2f} {target:>7}  {r.note}"
         )
     return "\n".join(rows)
+
+
+def machine_facts() -> dict[str, str]:
+    """What the numbers were measured on: CPU model, cores, RAM, torch, GPU (or none)."""
+    import os
+    import platform
+
+    facts = {
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cores": str(os.cpu_count()),
+        "ram": _ram(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        facts["torch"] = torch.__version__
+        facts["gpu"] = (
+            f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+            if torch.cuda.is_available()
+            else "none"
+        )
+    except ImportError:
+        facts["torch"], facts["gpu"] = "not installed", "unknown"
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _ram() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        return f"{kb / 2**20:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        return "unknown"

@@ -6,8 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stagekit.privacy import apply_offline_defaults
+
+if TYPE_CHECKING:
+    from ltx_lora.config import PipelineConfig
+    from stagekit.workspace import Workspace
 
 VERBS = {
     "curate": "probe raw clips, conform them to the model's buckets; manifest + quarantine",
@@ -21,6 +26,8 @@ VERBS = {
     "dataset": "dataset status: the DVC hash of raw/ (the lineage key) and its tracking state",
 }
 
+PARAMS_HELP = "write params.yaml: the composed config that `dvc repro` / `dvc exp run` stages run"
+
 EPILOG = """\
 examples:
   ltx-lora run                                  the sample dataset on the tiny model
@@ -28,6 +35,8 @@ examples:
   ltx-lora train lora.rank=16 trainer.max_steps=50
   ltx-lora run experiment=quick                 an override-only file in configs/experiment/
   ltx-lora train --cfg                          print the composed config and exit
+  ltx-lora train -m lora.rank=8,16 trainer.lr=1e-4,2e-4   a Hydra sweep (docs/scaling.md)
+  ltx-lora params && dvc repro                  the pipeline under DVC (dvc exp run -S k=v)
 
 The workspace is --workspace, else $LTX_LORA_WORKSPACE, else the current directory.
 Nothing leaves the machine: telemetry is off and model hubs are offline.
@@ -54,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="Hydra overrides, e.g. dataset=acme-mascot trainer.max_steps=50",
         )
         sub.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        if verb not in ("sample", "dataset"):
+            sub.add_argument(
+                "--params",
+                type=Path,
+                metavar="YAML",
+                help="run this composed config (dvc.yaml passes params.yaml) instead of configs/",
+            )
+        if verb == "train":
+            sub.add_argument(
+                "-m",
+                "--multirun",
+                action="store_true",
+                help="Hydra sweep: one member per combination (a,b lists); hydra/launcher=... "
+                "picks where they run",
+            )
         if verb == "dataset":
             sub.add_argument("action", choices=["status"], help="what to show")
         if verb == "caption":
@@ -70,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="CSV",
                 help="keep the edited captions of a reviewed CSV, then caption",
             )
+    params = verbs.add_parser("params", help=PARAMS_HELP, description=PARAMS_HELP)
+    params.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
     from registry.commands import add_parsers
 
     add_parsers(verbs)  # `registry …` and `pull`: plain flags, no Hydra config
@@ -90,13 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "generate_handler"):
         return args.generate_handler(args)
 
-    from ltx_lora.config import load_config
     from stagekit.errors import UserError
     from stagekit.workspace import Workspace
 
     ws = Workspace(args.workspace.resolve()) if args.workspace else Workspace.from_env()
     try:
-        cfg = load_config(args.verb, args.overrides, ws.root)
+        if args.verb == "params" or getattr(args, "multirun", False):
+            return _compose_only(args, ws)
+        cfg = _config(args, ws)
         if args.cfg:
             import yaml
 
@@ -117,6 +144,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ltx-lora {args.verb}: interrupted; re-run to continue", file=sys.stderr)
         return 130
+    return 0
+
+
+def _config(args: argparse.Namespace, ws: Workspace) -> PipelineConfig:
+    """The stage's config: the composed file under DVC (`--params`), else Hydra composition."""
+    from ltx_lora.config import load_config, load_params
+    from stagekit.errors import ConfigError
+
+    if getattr(args, "params", None) is None:
+        return load_config(args.verb, args.overrides, ws.root)
+    if args.overrides:
+        raise ConfigError(
+            "--params runs the file as it is: change it with `dvc exp run -S key=value` "
+            "or `ltx-lora params key=value`, not with overrides here"
+        )
+    return load_params(args.params)
+
+
+def _compose_only(args: argparse.Namespace, ws: Workspace) -> int:
+    """`params` writes the composed tree; `train -m` hands the overrides to a Hydra sweep."""
+    if args.verb == "params":
+        from ltx_lora.config import compose_params, config_dir
+        from stagekit.files import write_text
+
+        dest = ws.root / "params.yaml"
+        write_text(dest, compose_params(args.overrides, config_dir(ws.root)))
+        print(f"wrote {dest}: `dvc repro` runs it; `dvc exp run -S key=value` rewrites it")
+        return 0
+    from ltx_lora.sweep import sweep
+
+    sweep(ws, args.verb, args.overrides)
     return 0
 
 

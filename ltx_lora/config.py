@@ -93,6 +93,33 @@ def load_config(stage: str, overrides: list[str], workspace_root: Path) -> Pipel
     return validate(compose_tree(stage, overrides, config_dir(workspace_root)))
 
 
+def compose_params(overrides: list[str], configs: Path) -> str:
+    """`params.yaml` text: `configs/pipeline.yaml` composed and resolved exactly as
+    `dvc exp run -S` writes it (same Hydra call, same dump), so DVC sees no spurious change."""
+    tree = compose_tree("pipeline", overrides, configs)
+    validate(tree)  # a bad key fails here, not later inside `dvc repro`
+    return OmegaConf.to_yaml(OmegaConf.create(tree))
+
+
+def load_params(path: Path) -> PipelineConfig:
+    """The typed tree from a composed params file (what DVC stages run): no composition."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: write it with `ltx-lora params [key=value ...]`, "
+            "or run `dvc exp run -S key=value`, which composes configs/ into it"
+        )
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {_one_line(str(e))}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold the composed pipeline config (a mapping)")
+    tree.pop("hydra", None)
+    return validate(tree)
+
+
 def _one_line(message: str) -> str:
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else "invalid configuration"

@@ -148,7 +148,8 @@ def preprocess(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     return summary
 
 
-def train(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
+def train(ws: Workspace, cfg: PipelineConfig, out: Path | None = None) -> dict[str, Any]:
+    """`out`: a sweep member's own folder (checkpoints beside it), else outputs/<ds>/train."""
     from curation.card import load_card
     from trainer.train import train as run_train
 
@@ -162,9 +163,10 @@ def train(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     card = load_card(ws.card(cfg.dataset))
     mpath = model_path(ws, cfg)
     lineage = _lineage(ws, cfg, mpath)
+    out = out or ws.train(cfg.dataset)
     summary = run_train(
         ws.cache(cfg.dataset),
-        ws.train(cfg.dataset),
+        out,
         mpath,
         cfg.model,
         cfg.lora,
@@ -180,7 +182,7 @@ def train(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
         "train",
         summary,
         f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
-        f"adapter in {ws.train(cfg.dataset) / 'adapter'}",
+        f"adapter in {out / 'adapter'}",
     )
     return summary
 
@@ -205,7 +207,7 @@ def evaluate(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     )
     write_json(
         ws.outputs(cfg.dataset) / "metrics.json",
-        {"verdict": summary["verdict"], **summary["scores"]},
+        {"verdict": summary["verdict"], **summary["scores"], **_train_losses(ws, cfg)},
     )
     _say("evaluate", summary, f"verdict {summary['verdict']}; report {summary['report']}")
     return summary
@@ -282,6 +284,15 @@ def _lineage(ws: Workspace, cfg: PipelineConfig, mpath: Path) -> dict[str, str]:
         "git_commit": git_commit(CODE_ROOT),
         "raw_dvc_hash": dataset_status(ws.dataset(cfg.dataset))["dvc_hash"],
     }
+
+
+def _train_losses(ws: Workspace, cfg: PipelineConfig) -> dict[str, float]:
+    """The adapter's final losses, so `dvc exp show` puts them beside the scores."""
+    from stagekit.files import read_json
+
+    record = ws.train(cfg.dataset) / "train.json"
+    final = read_json(record).get("final", {}) if record.is_file() else {}
+    return {f"train_{k}": final[k] for k in ("loss", "val_loss") if k in final}
 
 
 def _require(path: Path, stage: str) -> Path:

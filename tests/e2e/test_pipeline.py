@@ -134,6 +134,8 @@ def test_dvc_repro_reproduces_the_run_without_redoing_it(first_run) -> None:
     (ws / "configs" / "pipeline.yaml").write_text(
         (ws / "configs" / "pipeline.yaml").read_text().replace("experiment: null", "experiment: ci")
     )
+    wrote = ltx_lora(ws, "params", log=log)  # dvc.yaml's stages run params.yaml
+    assert wrote.returncode == 0, wrote.stderr[-2000:]
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",

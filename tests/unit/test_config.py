@@ -11,9 +11,12 @@ from ltx_lora.config import PACKAGED_CONFIGS, compose_tree, load_config, validat
 from stagekit.errors import ConfigError
 
 PRIMARIES = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml") if p.stem != "pipeline")
+# hydra/ (launchers) and accelerate/ (`accelerate launch --config_file`) are not pipeline groups
+NOT_PIPELINE = {"hydra", "accelerate"}
 GROUP_OPTIONS = sorted(
     (p.parent.relative_to(PACKAGED_CONFIGS).as_posix(), p.stem)
     for p in PACKAGED_CONFIGS.glob("*/**/*.yaml")
+    if p.relative_to(PACKAGED_CONFIGS).parts[0] not in NOT_PIPELINE
 )
 
 
