@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -64,13 +63,10 @@ def evaluated(workspace: Workspace, model_path: Path, adapter: Path, tmp_path_fa
     card = load_card(workspace.card("sample")).model_dump()
     args = (adapter, workspace.reference("sample"))
     kwargs = {"curated_dir": workspace.curated("sample"), "cache_dir": root / "cache"}
-    t0 = time.perf_counter()
     first = evaluate(*args, root / "a", model_path, TINY, small_config(), card, **kwargs)
-    first_s = time.perf_counter() - t0
     return {
         "root": root,
         "first": first,
-        "first_s": first_s,
         "run": lambda out: evaluate(*args, out, model_path, TINY, small_config(), card, **kwargs),
     }
 
@@ -101,19 +97,21 @@ def test_metrics_json_keeps_the_registry_contract(evaluated) -> None:
     assert evaluated["first"]["verdict"] == metrics["verdict"]
 
 
-def test_cached_rerun_renders_nothing_and_is_much_faster(evaluated, monkeypatch) -> None:
+def test_cached_rerun_renders_and_extracts_nothing(evaluated, monkeypatch) -> None:
+    """Timing is the bench's job (bench/bench_evaluation.py); here: no work is redone."""
     import ltx.loading
+    from evaluation import backends, motion
 
-    def no_pipeline(*_a, **_k):
-        raise AssertionError("a cached rerun must not load the pipeline")
+    def refuse(*_a, **_k):
+        raise AssertionError("a cached rerun must not render or extract features")
 
-    monkeypatch.setattr(ltx.loading, "load_pipeline", no_pipeline)
-    t0 = time.perf_counter()
+    monkeypatch.setattr(ltx.loading, "load_pipeline", refuse)
+    monkeypatch.setattr(backends.EfficientNetBackend, "embed_frames", refuse)
+    monkeypatch.setattr(motion, "motion_stats", refuse)
     # a fresh output folder: only the render + feature cache is warm
     again = evaluated["run"](evaluated["root"] / "b")
-    rerun_s = time.perf_counter() - t0
-    assert again["scores"] == evaluated["first"]["scores"]
-    assert rerun_s * 3 < evaluated["first_s"]  # the bench measures the real ratio (≥ 10×)
+    assert again["scores"] == evaluated["first"]["scores"] and not again["skipped"]
+    assert (evaluated["root"] / "b" / "report.html").is_file()
 
 
 def test_another_base_models_adapter_is_refused(evaluated, workspace, model_path, tmp_path):
