@@ -41,6 +41,8 @@ class GateConfig(_Strict):
     min_prior_preservation: float = 0.5  # class renders: adapter vs base similarity floor
     copy_threshold: float = Field(0.97, gt=0.0, le=1.0)  # a frame this close to training = copy
     max_copy_fraction: float = Field(0.0, ge=0.0, le=1.0)  # share of renders allowed to copy
+    # when a champion is registered: the lift over it must exceed this (None: report only)
+    min_lift_vs_champion_ci_low: float | None = None
 
 
 class EvaluationConfig(_Strict):

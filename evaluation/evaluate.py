@@ -14,7 +14,7 @@ from evaluation.features import FeatureStore
 from evaluation.gate import judge
 from evaluation.renders import RenderJob, ensure_renders, render_key
 from evaluation.report import render_report
-from evaluation.score import SIDES, Sample, Scored, score
+from evaluation.score import Sample, Scored, score
 from evaluation.suite import Suite, curated_clips, load_suite, reference_clips
 from ltx.config import ModelConfig
 from ltx.identity import model_hash
@@ -38,23 +38,29 @@ def evaluate(
     curated_dir: Path | None = None,
     suite_file: Path | None = None,
     cache_dir: Path | None = None,
+    champion: Path | None = None,
 ) -> dict:
     """Render (cached), score, judge and report; skips when nothing it depends on changed.
 
     `curated_dir`: its validation clips join the references, its train clips feed copy
     detection. `suite_file`: the dataset's evaluation.yaml. `cache_dir`: renders + features
-    (default: beside `out_dir`)."""
+    (default: beside `out_dir`). `champion`: the registry's current champion adapter, rendered
+    on the same prompts and seeds as a third side (`fidelity_lift_vs_champion`)."""
     cache_dir = cache_dir or out_dir.with_name(out_dir.name + "-cache")
     suite = load_suite(cfg, card, suite_file)
     references = reference_clips(reference_dir, curated_dir)
     training = curated_clips(curated_dir, "train")
     mhash = model_hash(model_path)
-    check_base_model(adapter, mhash)
     adapter_sha = sha256_file(adapter)
+    sides = {"base": (None, None), "adapter": (adapter, adapter_sha)}
+    if champion is not None and sha256_file(champion) != adapter_sha:  # not itself
+        sides["champion"] = (champion, sha256_file(champion))
+    for path, _ in list(sides.values())[1:]:
+        check_base_model(path, mhash)
     fingerprint = sha256_json(
         {
             "v": EVAL_VERSION,
-            "adapter": adapter_sha,
+            "sides": {k: sha for k, (_, sha) in sides.items()},
             "model": mhash,
             "references": [sha256_file(p) for p in references],
             "training": [sha256_file(p) for p in training],
@@ -66,7 +72,7 @@ def evaluate(
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
 
-    samples = _render(suite, adapter, adapter_sha, mhash, model_path, model_cfg, cfg, cache_dir)
+    samples = _render(suite, sides, mhash, model_path, model_cfg, cfg, cache_dir)
     store = FeatureStore(cfg.features, cache_dir)
     if store.backend("image") is None:
         raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
@@ -89,24 +95,20 @@ def evaluate(
 
 def _render(
     suite: Suite,
-    adapter: Path,
-    adapter_sha: str,
+    sides: dict[str, tuple[Path | None, str | None]],
     mhash: str,
     model_path: Path,
     model_cfg: ModelConfig,
     cfg: EvaluationConfig,
     cache_dir: Path,
 ) -> list[Sample]:
-    """Both sides of every prompt × seed, from the render cache where possible."""
+    """Every side of every prompt × seed, from the render cache where possible."""
     settings = cfg.render_settings()
     samples, jobs = [], []
     for prompt in suite.prompts:
         for seed in suite.seeds:
             renders = {}
-            for side, (path, sha) in {
-                "base": (None, None),
-                "adapter": (adapter, adapter_sha),
-            }.items():
+            for side, (path, sha) in sides.items():
                 job = RenderJob(
                     prompt.text, seed, path, render_key(mhash, sha, prompt.text, seed, settings)
                 )
@@ -165,7 +167,7 @@ def _copy_media(out: Path, samples: list[Sample], references: list[Path]) -> dic
     files: dict[str, Any] = {"samples": [], "references": []}
     for i, s in enumerate(samples):
         row = {}
-        for side in SIDES:
+        for side in s.renders:
             rel = f"samples/{i:03d}-{side}.mp4"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(s.renders[side][1], out / rel)

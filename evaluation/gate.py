@@ -50,6 +50,17 @@ def judge(scores: dict[str, float], gate: GateConfig) -> Verdict:
             f"frame (cosine ≥ {gate.copy_threshold:g})",
         ),
     ]
+    if gate.min_lift_vs_champion_ci_low is not None:
+        bound = gate.min_lift_vs_champion_ci_low
+        low = scores.get("fidelity_lift_vs_champion_ci_low")
+        rules.append(
+            (
+                "beats_champion",
+                f"fidelity lift over the champion CI lower bound > {bound:g}",
+                _gt(low, bound),
+                f"not better than the champion: lift CI lower bound {low or 0:.4f} ≤ {bound:g}",
+            )
+        )
     checks = {name: held for name, _, held, _ in rules if held is not None}
     reasons = [why for _name, _, held, why in rules if held is False]
     applied = [text for _, text, held, _ in rules if held is not None]

@@ -51,30 +51,23 @@ Backends: {e(", ".join(f"{k} = {v}" for k, v in metrics["backends"].items()))}.<
 <h2>Fidelity per prompt</h2>{_plot(metrics)}
 <h2>Scores</h2>{_score_table(metrics)}
 {_unavailable(metrics)}
-<h2>Samples (base | adapter | reference)</h2>{_samples(metrics)}
+<h2>Samples (base | adapter | [champion |] reference)</h2>{_samples(metrics)}
 <script>{_SCRIPT}</script>
 </body></html>
 """
 
 
 def _count_videos(metrics: dict[str, Any]) -> int:
-    return (
-        3 * len(metrics["per_sample"])
-        if metrics["files"]["references"]
-        else 2 * len(metrics["per_sample"])
-    )
+    per_row = len(metrics["files"]["samples"][0]) if metrics["files"]["samples"] else 0
+    return len(metrics["per_sample"]) * (per_row + bool(metrics["files"]["references"]))
 
 
 def _interval(metrics: dict[str, Any], name: str) -> str:
-    for stat, prefix in (
-        ("fidelity_lift", "fidelity_lift"),
-        ("prior_preservation", "prior_preservation"),
-    ):
-        if name == prefix and stat in metrics["stats"]:
-            s = metrics["stats"][stat]
-            extra = f", Wilcoxon p {s['wilcoxon_p']:.3f}" if s.get("wilcoxon_p") is not None else ""
-            return f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}] ({s['confidence']:.0%}){extra}"
-    return ""
+    s = metrics["stats"].get(name)
+    if s is None:
+        return ""
+    extra = f", Wilcoxon p {s['wilcoxon_p']:.3f}" if s.get("wilcoxon_p") is not None else ""
+    return f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}] ({s['confidence']:.0%}){extra}"
 
 
 def _score_table(metrics: dict[str, Any]) -> str:
@@ -160,7 +153,7 @@ def _samples(metrics: dict[str, Any]) -> str:
             )
         cells = [
             _video(files[side], f"{side}, seed {row['seed']}, fidelity {row[side]['fidelity']:.4f}")
-            for side in ("base", "adapter")
+            for side in files  # base, adapter (, champion)
         ]
         if refs:
             cells.append(

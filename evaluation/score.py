@@ -49,7 +49,7 @@ def score(
     ref = np.concatenate([store.image(p) for p in references])
     img = store.label("image")
     for s in tqdm(samples, desc="evaluate: features", unit="pair", leave=False):
-        for side in SIDES:
+        for side in s.renders:  # base, adapter (and champion when there is one)
             key, path = s.renders[side]
             feats = store.image(path, key)
             s.scores[side] = {
@@ -59,6 +59,7 @@ def score(
             }
     subject = [s for s in samples if s.group != "prior_preservation"]
     _fidelity(out, subject, cfg, img)
+    _vs_champion(out, subject, cfg, img)
     _per_side_means(out, subject, img)
     _diversity(out, subject, store, img)
     _copying(out, samples, training, store, cfg, img)
@@ -95,6 +96,25 @@ def _fidelity(out: Scored, subject: list[Sample], cfg: EvaluationConfig, img: st
             if rows:
                 value = np.mean([s.scores[side]["fidelity"] for s in rows])
                 _add(out, f"fidelity_{group}_{side}", value, img)
+
+
+def _vs_champion(out: Scored, subject: list[Sample], cfg: EvaluationConfig, img: str) -> None:
+    """Adapter against the registry's current champion, same prompts and seeds."""
+    if not subject or "champion" not in subject[0].renders:
+        out.unavailable["champion"] = "no champion to compare with (none registered, or itself)"
+        return
+    diffs = {
+        (s.prompt, s.seed): s.scores["adapter"]["fidelity"] - s.scores["champion"]["fidelity"]
+        for s in subject
+    }
+    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
+    _add(
+        out, "fidelity_champion", np.mean([s.scores["champion"]["fidelity"] for s in subject]), img
+    )
+    _add(out, "fidelity_lift_vs_champion", summary.mean, img)
+    _add(out, "fidelity_lift_vs_champion_ci_low", summary.ci_low, img)
+    _add(out, "fidelity_lift_vs_champion_ci_high", summary.ci_high, img)
+    out.stats["fidelity_lift_vs_champion"] = summary.as_dict()
 
 
 def _per_side_means(out: Scored, subject: list[Sample], img: str) -> None:

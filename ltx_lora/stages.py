@@ -204,6 +204,7 @@ def evaluate(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
         curated_dir=ws.curated(cfg.dataset),  # held-out clips join the references; train → copies
         suite_file=ws.dataset(cfg.dataset) / "evaluation.yaml",
         cache_dir=ws.outputs(cfg.dataset) / "eval-cache",
+        champion=_champion(ws, cfg, f"{card.client}.{card.adapter}"),
     )
     write_json(
         ws.outputs(cfg.dataset) / "metrics.json",
@@ -211,6 +212,23 @@ def evaluate(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
     )
     _say("evaluate", summary, f"verdict {summary['verdict']}; report {summary['report']}")
     return summary
+
+
+def _champion(ws: Workspace, cfg: PipelineConfig, name: str) -> Path | None:
+    """The registry's current champion of `name`, pulled (verified) into the eval cache, so
+    evaluate renders it beside base and adapter; None when there is none to compare with."""
+    from registry.pull import pull
+    from registry.store import local_tracking_uri, open_client, sqlite_path
+
+    uri = cfg.registry.tracking_uri or local_tracking_uri(ws.mlflow_dir)
+    if (db := sqlite_path(uri)) is not None and not db.is_file():
+        return None  # nothing registered in this workspace yet
+    dest = ws.outputs(cfg.dataset) / "eval-cache" / "champion"
+    try:
+        return pull(open_client(uri, experiment=None), name, "champion", "diffusers", dest).path
+    except Exception as e:  # no champion yet, or the registry is unreachable: compare without
+        print(f"evaluate: no champion to compare with ({str(e).splitlines()[0][:120]})")
+        return None
 
 
 def register(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:

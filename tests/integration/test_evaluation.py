@@ -38,11 +38,11 @@ def small_config() -> EvaluationConfig:
     return EvaluationConfig.model_validate(tree)
 
 
-def write_adapter(model_path: Path, dest: Path, base_hash: str) -> Path:
+def write_adapter(model_path: Path, dest: Path, base_hash: str, seed: int = 0) -> Path:
     """A nonzero LoRA on the tiny model with the header the trainer writes."""
     pipe = load_pipeline(model_path)
     add_lora(pipe.transformer, 4, 4, 0.0, "video_attention")
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     for name, p in pipe.transformer.named_parameters():
         if "lora_B" in name:
             p.data = torch.randn(p.shape, generator=gen) * 0.5
@@ -67,7 +67,9 @@ def evaluated(workspace: Workspace, model_path: Path, adapter: Path, tmp_path_fa
     return {
         "root": root,
         "first": first,
-        "run": lambda out: evaluate(*args, out, model_path, TINY, small_config(), card, **kwargs),
+        "run": lambda out, **kw: evaluate(
+            *args, out, model_path, TINY, small_config(), card, **kwargs, **kw
+        ),
     }
 
 
@@ -112,6 +114,24 @@ def test_cached_rerun_renders_and_extracts_nothing(evaluated, monkeypatch) -> No
     again = evaluated["run"](evaluated["root"] / "b")
     assert again["scores"] == evaluated["first"]["scores"] and not again["skipped"]
     assert (evaluated["root"] / "b" / "report.html").is_file()
+
+
+def test_the_champion_is_rendered_as_a_third_side(evaluated, model_path, adapter, tmp_path):
+    champion = write_adapter(
+        model_path, tmp_path / "champion.safetensors", model_hash(model_path), 1
+    )
+    result = evaluated["run"](evaluated["root"] / "c", champion=champion)
+    s = result["scores"]
+    assert s["fidelity_lift_vs_champion"] == pytest.approx(
+        s["fidelity_adapter"] - s["fidelity_champion"]
+    )
+    assert s["fidelity_lift_vs_champion_ci_low"] <= s["fidelity_lift_vs_champion"]
+    assert s["fidelity_base"] == evaluated["first"]["scores"]["fidelity_base"]  # same renders
+    metrics = read_json(evaluated["root"] / "c" / "metrics.json")
+    assert set(metrics["files"]["samples"][0]) == {"base", "adapter", "champion"}
+    assert "champion" not in metrics["unavailable"]
+    itself = evaluated["run"](evaluated["root"] / "d", champion=adapter)  # no self-comparison
+    assert "fidelity_champion" not in itself["scores"]
 
 
 def test_another_base_models_adapter_is_refused(evaluated, workspace, model_path, tmp_path):

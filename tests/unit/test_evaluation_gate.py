@@ -62,6 +62,15 @@ def test_missing_guardrails_are_skipped_but_a_missing_lift_fails() -> None:
     assert judge({}, GateConfig()).verdict == "fail"
 
 
+def test_beating_the_champion_is_a_rule_only_when_configured() -> None:
+    scores = {**GOOD, "fidelity_lift_vs_champion_ci_low": -0.01}
+    assert judge(scores, GateConfig()).verdict == "pass"
+    v = judge(scores, GateConfig(min_lift_vs_champion_ci_low=0.0))
+    assert v.verdict == "fail" and "not better than the champion" in v.reasons[0]
+    # no champion registered: the rule has nothing to judge
+    assert "beats_champion" not in judge(GOOD, GateConfig(min_lift_vs_champion_ci_low=0.0)).checks
+
+
 def test_default_config_and_unknown_keys() -> None:
     cfg = default_config()
     assert cfg.prompts.prior_preservation and cfg.features.image == "efficientnet-lite0"
