@@ -373,3 +373,58 @@ def test_an_upload_that_fails_for_real_leaves_nothing(tmp_path, template_db):
     with pytest.raises(OSError):
         register(client, make_train_dir(tmp_path / "train"))
     assert_nothing_registered(client)
+
+
+def test_a_dataset_input_that_collides_with_a_concurrent_insert_is_retried(
+    client, tmp_path, monkeypatch
+):
+    """The server inserts a dataset row by look-up-then-insert: two runs of the same data at
+    once can both insert, and one gets PostgreSQL's unique violation (seen on CI). That one
+    retries, finds the row and registers; any other error, or endless collisions, still fail."""
+    from mlflow.exceptions import MlflowException
+
+    import registry.register as reg_mod
+
+    unique = MlflowException(
+        "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+        '"dataset_pk"'
+    )
+    real = type(client).log_inputs
+    calls: list[str] = []
+
+    def flaky(self, run_id, datasets=None, **kw):
+        calls.append(run_id)
+        if len(calls) == 1:
+            real(self, run_id, datasets=datasets, **kw)  # the other process's insert landed
+            raise unique
+        return real(self, run_id, datasets=datasets, **kw)
+
+    monkeypatch.setattr(type(client), "log_inputs", flaky)
+    monkeypatch.setattr(reg_mod.time, "sleep", lambda s: None)
+    reg = register(client, make_train_dir(tmp_path / "train"))
+    assert reg.created and len(calls) == 2
+    inputs = client.get_run(reg.run_id).inputs.dataset_inputs
+    assert [d.dataset.digest for d in inputs] == [LINEAGE["dataset_hash"][:36]]
+
+    # Collisions that never end: bounded attempts, then the error, and nothing half-made.
+    def always(self, *a, **k):
+        calls.append("again")
+        raise unique
+
+    monkeypatch.setattr(type(client), "log_inputs", always)
+    calls.clear()
+    with pytest.raises(MlflowException, match="unique constraint"):
+        register(client, make_train_dir(tmp_path / "t2", seed=2))
+    assert len(calls) == reg_mod.VERSION_ATTEMPTS
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
+    # Any other error is not retried.
+    attempts: list[int] = []
+
+    def broken(self, *a, **k):
+        attempts.append(1)
+        raise MlflowException("INTERNAL: disk full", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(type(client), "log_inputs", broken)
+    with pytest.raises(MlflowException, match="disk full"):
+        register(client, make_train_dir(tmp_path / "t3", seed=3))
+    assert attempts == [1]
