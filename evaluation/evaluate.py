@@ -23,7 +23,7 @@ from stagekit.files import atomic_dir, write_json, write_text
 from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-EVAL_VERSION = 2  # bump when scores change meaning, so old records are not reused
+EVAL_VERSION = 3  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -174,7 +174,8 @@ def _copy_media(out: Path, samples: list[Sample], references: list[Path]) -> dic
             row[side] = rel
         files["samples"].append(row)
     for i, ref in enumerate(references):
-        rel = f"references/{i:02d}-{ref.name}"
+        # under samples/ too: the registry logs samples/ with the report, so the links hold there
+        rel = f"samples/reference-{i:02d}-{ref.name}"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ref, out / rel)
         files["references"].append(rel)
