@@ -26,7 +26,9 @@ def add_parser(verbs: Any) -> None:
     )
     sub.add_argument("--prompt", required=True, help="the text to render")
     sub.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    sub.add_argument("--out", type=Path, help="mp4 to write (default: generated/<seed>.mp4)")
+    sub.add_argument(
+        "--out", type=Path, help="mp4 to write (default: generated/<prompt>-seed<N>.mp4)"
+    )
     sub.add_argument("--scale", type=float, default=1.0, help="adapter strength (default 1)")
     sub.add_argument(
         "--tracking-uri", help="MLflow tracking URI of the registry (default: workspace sqlite)"
