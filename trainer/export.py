@@ -1,10 +1,14 @@
-"""Adapter export in two layouts, each verified by loading it into the diffusers LTX-2 pipeline.
+"""Adapter export in two layouts, each verified by loading it back.
 
 - `adapter.safetensors`: diffusers/PEFT keys (`transformer.…lora_A.weight`). diffusers 0.42.1
   rejects `.alpha` keys, so alpha travels in its own `lora_adapter_metadata` header entry, which
-  `LTX2Pipeline.load_lora_weights` reads.
-- `comfyui.safetensors`: ComfyUI keys (`diffusion_model.…`) with `.alpha` where alpha ≠ rank.
-Both carry the DESIGN.md metadata header, and the same bytes for the same weights.
+  `LTX2Pipeline.load_lora_weights` reads. DoRA adds `lora_magnitude_vector`; LoKr is written in
+  PEFT's layout (`lokr_w1`/`lokr_w2`, config in the `lokr_config` header), which diffusers
+  cannot load, and is verified through PEFT.
+- `comfyui.safetensors`: ComfyUI keys (`diffusion_model.…`) with `.alpha` where alpha ≠ rank;
+  DoRA as `dora_scale`, LoKr as LyCORIS `lokr_w1`/`lokr_w2`.
+Both carry the DESIGN.md metadata header plus `adapter_kind` and `verified_by` (how the file was
+checked), and the same bytes for the same weights.
 """
 
 from __future__ import annotations

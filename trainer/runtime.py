@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,23 @@ def tracker_names(cfg: TrainerConfig) -> list[str]:
         os.environ["WANDB_MODE"] = "offline"  # nothing leaves the machine
         names.append("wandb")
     return names
+
+
+@contextmanager
+def mark_failed(accelerator: Any) -> Iterator[None]:
+    """A training run that raises (loss guard, Ctrl-C, a bug) ends as FAILED in MLflow and
+    W&B instead of staying RUNNING forever."""
+    try:
+        yield
+    except BaseException:
+        for tracker in accelerator.trackers:
+            if tracker.name == "mlflow":
+                import mlflow
+
+                mlflow.end_run(status="FAILED")
+            elif tracker.name == "wandb":
+                tracker.run.finish(exit_code=1)
+        raise
 
 
 def start_trackers(

@@ -39,6 +39,7 @@ from trainer.runtime import (
     check_cache,
     empty_prompt,
     make_optimizer,
+    mark_failed,
     start_trackers,
     tracker_names,
 )
@@ -167,104 +168,110 @@ def train(
     strategy, main = get_strategy(cfg.strategy), accelerator.is_main_process
     if trackers:
         start_trackers(accelerator, lineage, fingerprint, lora_cfg, cfg, seed)
-    sampler = ValidationSampler(cache_dir, index, model_path, model_cfg, run, cfg, seed)
-    order = BatchOrder(
-        load_split(cache_dir, "train"),
-        cfg.batch_size,
-        seed,
-        accelerator.process_index,
-        accelerator.num_processes,
-    )
-    stream = order.stream(progress.epoch, progress.index)
-    transformer.train()
-    bar = tqdm(
-        range(progress.step + 1, cfg.max_steps + 1),
-        desc="train",
-        unit="step",
-        initial=progress.step,
-        total=cfg.max_steps,
-    )
-    for step in bar:
-        loss, started = 0.0, time.perf_counter()
-        for micro_index in range(cfg.grad_accum):
-            waited = time.perf_counter()
-            progress.epoch, progress.index, batch = next(stream)
-            batch = drop_captions(batch, empty_text, cfg.caption_dropout, seed, step, micro_index)
-            progress.data_wait_s += time.perf_counter() - waited
-            with accelerator.autocast():
-                micro = strategy.loss(denoiser, scheduler, batch, cfg, generator) / cfg.grad_accum
-            accelerator.backward(micro)
-            loss += micro.item()
-        loss = _average(loss, params, accelerator)
-        _check_loss(loss, progress.history, step, run, cfg)  # before the bad update lands
-        grad_norm = accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
-        optimizer.step()
-        lr_schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            _ema_update(ema, params, cfg.ema_decay)
-        progress.step = step
-        progress.loop_s += time.perf_counter() - started
-        progress.history.append(loss)
-        progress.window.append(loss)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            # mean over the window: one step's loss mostly measures its random σ
-            progress.log.append(
-                {
-                    "step": step,
-                    "loss": sum(progress.window) / len(progress.window),
-                    "lr": lr_schedule.get_last_lr()[0],
-                }
-            )
-            progress.window.clear()
-            bar.set_postfix(loss=f"{progress.log[-1]['loss']:.4f}")
-            logged = {k: v for k, v in progress.log[-1].items() if k != "step"}
-            accelerator.log({**logged, "grad_norm": float(grad_norm)}, step=step)
-        if cfg.validation_every and step % cfg.validation_every == 0 and main:
-            metrics = sampler.run(step, strategy, denoiser, scheduler)
-            accelerator.log(metrics, step=step)
-        if step % cfg.checkpoint_every == 0 and step < cfg.max_steps and main:
-            state = _state(progress, params, optimizer, lr_schedule, generator, ema)
-            checkpoint.save(run, step, state, cfg.keep_checkpoints)
+    with mark_failed(accelerator):  # a run that raises ends FAILED in the trackers
+        sampler = ValidationSampler(cache_dir, index, model_path, model_cfg, run, cfg, seed)
+        order = BatchOrder(
+            load_split(cache_dir, "train"),
+            cfg.batch_size,
+            seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+        stream = order.stream(progress.epoch, progress.index)
+        transformer.train()
+        bar = tqdm(
+            range(progress.step + 1, cfg.max_steps + 1),
+            desc="train",
+            unit="step",
+            initial=progress.step,
+            total=cfg.max_steps,
+        )
+        for step in bar:
+            loss, started = 0.0, time.perf_counter()
+            for micro_index in range(cfg.grad_accum):
+                waited = time.perf_counter()
+                progress.epoch, progress.index, batch = next(stream)
+                batch = drop_captions(
+                    batch, empty_text, cfg.caption_dropout, seed, step, micro_index
+                )
+                progress.data_wait_s += time.perf_counter() - waited
+                with accelerator.autocast():
+                    micro = (
+                        strategy.loss(denoiser, scheduler, batch, cfg, generator) / cfg.grad_accum
+                    )
+                accelerator.backward(micro)
+                loss += micro.item()
+            loss = _average(loss, params, accelerator)
+            _check_loss(loss, progress.history, step, run, cfg)  # before the bad update lands
+            grad_norm = accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                _ema_update(ema, params, cfg.ema_decay)
+            progress.step = step
+            progress.loop_s += time.perf_counter() - started
+            progress.history.append(loss)
+            progress.window.append(loss)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                # mean over the window: one step's loss mostly measures its random σ
+                progress.log.append(
+                    {
+                        "step": step,
+                        "loss": sum(progress.window) / len(progress.window),
+                        "lr": lr_schedule.get_last_lr()[0],
+                    }
+                )
+                progress.window.clear()
+                bar.set_postfix(loss=f"{progress.log[-1]['loss']:.4f}")
+                logged = {k: v for k, v in progress.log[-1].items() if k != "step"}
+                accelerator.log({**logged, "grad_norm": float(grad_norm)}, step=step)
+            if cfg.validation_every and step % cfg.validation_every == 0 and main:
+                metrics = sampler.run(step, strategy, denoiser, scheduler)
+                accelerator.log(metrics, step=step)
+            if step % cfg.checkpoint_every == 0 and step < cfg.max_steps and main:
+                state = _state(progress, params, optimizer, lr_schedule, generator, ema)
+                checkpoint.save(run, step, state, cfg.keep_checkpoints)
 
-    rank_diff = _ranks_agree(params, accelerator)
-    if not main:
+        rank_diff = _ranks_agree(params, accelerator)
+        if not main:
+            accelerator.wait_for_everyone()
+            return {"rank": accelerator.process_index, "skipped": False}
+        val_loss = validation_loss(
+            strategy, denoiser, scheduler, load_split(cache_dir, "validation"), cfg, seed
+        )
+        if val_loss is not None:
+            accelerator.log({"val_loss": val_loss}, step=progress.step)
+        job = Job(
+            cache_dir,
+            out_dir,
+            model_path,
+            model_cfg,
+            lora_cfg,
+            cfg,
+            seed,
+            trigger,
+            lineage,
+            resolved_config,
+            fingerprint,
+        )
+        probe_batch = strategy.prepare(collate([order.samples[0]]))
+        summary = _export(
+            job,
+            transformer,
+            params,
+            ema,
+            progress,
+            val_loss,
+            probe_batch,
+            {"processes": accelerator.num_processes, "rank_weight_max_diff": rank_diff},
+            run / SAMPLES_DIR,
+        )
+        for tracker in accelerator.trackers:  # not end_training(): it destroys the process group
+            tracker.finish()
+        checkpoint.mark_complete(run)
         accelerator.wait_for_everyone()
-        return {"rank": accelerator.process_index, "skipped": False}
-    val_loss = validation_loss(
-        strategy, denoiser, scheduler, load_split(cache_dir, "validation"), cfg, seed
-    )
-    if val_loss is not None:
-        accelerator.log({"val_loss": val_loss}, step=progress.step)
-    job = Job(
-        cache_dir,
-        out_dir,
-        model_path,
-        model_cfg,
-        lora_cfg,
-        cfg,
-        seed,
-        trigger,
-        lineage,
-        resolved_config,
-        fingerprint,
-    )
-    probe_batch = strategy.prepare(collate([order.samples[0]]))
-    summary = _export(
-        job,
-        transformer,
-        params,
-        ema,
-        progress,
-        val_loss,
-        probe_batch,
-        {"processes": accelerator.num_processes, "rank_weight_max_diff": rank_diff},
-        run / SAMPLES_DIR,
-    )
-    accelerator.end_training()
-    checkpoint.mark_complete(run)
-    accelerator.wait_for_everyone()
-    return summary
+        return summary
 
 
 def _prepare_run(

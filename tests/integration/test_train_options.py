@@ -321,3 +321,28 @@ def test_wandb_logs_offline_into_the_run_folder(cache_dir, model_path, tmp_path,
     runs = list((tmp_path / "w/tracking/wandb/wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert losses(tmp_path / "w")  # trained and exported as usual
+
+
+def test_a_run_stopped_by_the_loss_guard_ends_failed_in_mlflow(
+    cache_dir, model_path, tmp_path, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+
+    from registry.store import ensure_schema
+    from stagekit.errors import UserError
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    for shard in copy.glob("[!_]*.safetensors"):  # NaN latents: the loss is not finite
+        tensors = load_file(shard)
+        tensors["video"] = torch.full_like(tensors["video"], float("nan"))
+        save_file(tensors, shard)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_schema(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(UserError, match="is not finite"):
+        run(copy, tmp_path, model_path)
+    client = MlflowClient(tracking_uri=uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "ltx-lora-train"]
+    (found,) = client.search_runs([exp.experiment_id])
+    assert found.info.status == "FAILED"
