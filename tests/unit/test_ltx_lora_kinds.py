@@ -1,0 +1,86 @@
+"""DoRA and LoKr adapters: injection, metadata, and ComfyUI layouts whose merged weights
+reproduce what PEFT computes (full and decomposed LoKr factors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltx.loading import load_components
+from ltx.lora import (
+    adapter_kind,
+    adapter_metadata,
+    adapter_state_dict,
+    add_lora,
+    comfyui_adapter,
+    count_lora_parameters,
+)
+from ltx.tiny import save_tiny_model
+from stagekit.errors import UserError
+from tests.unit.test_ltx_lora import _forward, _randomize_lora
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "m"
+    save_tiny_model(path, seed=0)
+    return path
+
+
+def _adapted(model_dir: Path, kind: str, rank: int = 4, alpha: float = 8.0) -> torch.nn.Module:
+    transformer = load_components(model_dir, ["transformer"])["transformer"]
+    add_lora(transformer, rank, alpha, 0.0, "video_attention", kind=kind)
+    return transformer.eval()
+
+
+def _randomize(transformer: torch.nn.Module) -> None:
+    _randomize_lora(transformer)  # lora_* parameters
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lokr_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.mark.parametrize("kind", ["dora", "lokr"])
+def test_kinds_start_equal_to_the_base_and_report_themselves(model_dir, kind) -> None:
+    base = _forward(load_components(model_dir, ["transformer"])["transformer"])
+    transformer = _adapted(model_dir, kind)
+    assert adapter_kind(transformer) == kind
+    meta = adapter_metadata(transformer)
+    assert (meta["kind"], meta["rank"], meta["alpha"]) == (kind, 4, 8.0)
+    assert count_lora_parameters(transformer) > 0
+    assert torch.allclose(_forward(transformer)[0], base[0], atol=1e-6)
+
+
+def test_unknown_kind_is_a_user_error(model_dir) -> None:
+    transformer = load_components(model_dir, ["transformer"])["transformer"]
+    with pytest.raises(UserError, match="lora kind 'loha'"):
+        add_lora(transformer, 4, 4, 0.0, "video_attention", kind="loha")
+
+
+@pytest.mark.parametrize(
+    ("kind", "rank"), [("dora", 4), ("lokr", 4), ("lokr", 1)]
+)  # lokr rank 1: w2 decomposed into w2_a @ w2_b (an `alpha` key); rank 4: full w2 (folded)
+def test_comfyui_layout_merges_to_what_peft_computes(model_dir, kind, rank) -> None:
+    from trainer.export import comfyui_merged
+
+    transformer = _adapted(model_dir, kind, rank=rank)
+    _randomize(transformer)
+    expected = _forward(transformer)[0]
+    sd = adapter_state_dict(transformer)
+    comfy = comfyui_adapter(sd, kind, 8.0, rank)
+    assert all(k.startswith("diffusion_model.") for k in comfy)
+    if kind == "lokr":
+        decomposed = any(k.endswith("lokr_w2_a") for k in comfy)
+        assert decomposed == (rank == 1)
+        assert any(k.endswith(".alpha") for k in comfy) == decomposed
+    base = load_components(model_dir, ["transformer"])["transformer"].eval()
+    before = _forward(base)[0]
+    with comfyui_merged(base, comfy):
+        merged = _forward(base)[0]
+    assert torch.allclose(merged, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(merged, before, atol=1e-4)
+    assert torch.equal(_forward(base)[0], before)  # weights restored after the check
