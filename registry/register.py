@@ -130,7 +130,7 @@ def _register_new(
             description=description,
         )
         undo.version = version.version
-        client.set_registered_model_alias(name, alias, version.version)
+        _set_alias_with_retry(client, name, alias, version.version)
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         undo.rollback()  # then re-raise: the caller sees the original error
@@ -167,6 +167,22 @@ def create_version_with_retry(
         if made:
             return made[0]
     raise AssertionError("unreachable")
+
+
+def _set_alias_with_retry(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Setting an alias is idempotent, so a server hiccup is retried (seen under eight
+    simultaneous registrations: an INTERNAL_ERROR from the server's alias handler)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(VERSION_ATTEMPTS):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as e:
+            if not _transient(e) or attempt + 1 == VERSION_ATTEMPTS:
+                raise
+            log.info("alias %s of %s not set (%s); retrying", alias, name, e.error_code)
+        time.sleep(min(8.0, 0.2 * 2**attempt) * (0.5 + random.random()))
 
 
 def _transient(error: Exception) -> bool:

@@ -428,3 +428,23 @@ def test_a_dataset_input_that_collides_with_a_concurrent_insert_is_retried(
     with pytest.raises(MlflowException, match="disk full"):
         register(client, make_train_dir(tmp_path / "t3", seed=3))
     assert attempts == [1]
+
+
+def test_an_alias_the_server_fails_to_set_once_is_set_on_retry(client, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    import registry.register as reg_mod
+
+    real, calls = client.set_registered_model_alias, []
+
+    def hiccup(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("alias handler failed", error_code="INTERNAL_ERROR")
+        real(*args)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", hiccup)
+    monkeypatch.setattr(reg_mod.time, "sleep", lambda s: None)
+    reg = register(client, make_train_dir(tmp_path / "train"))
+    assert (reg.version, reg.alias, len(calls)) == (1, "candidate", 2)
+    assert int(client.get_model_version_by_alias(NAME, "candidate").version) == 1
