@@ -164,16 +164,72 @@ def fold_alpha(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_adapter_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a LoRA safetensors file (diffusers or ComfyUI keys, with or without `.alpha`) in
-    the form `pipe.load_lora_weights` accepts."""
+    the form `pipe.load_lora_weights` accepts. DoRA's ComfyUI `dora_scale` becomes PEFT's
+    `lora_magnitude_vector`; a LoKr (PEFT or LyCORIS keys), which diffusers cannot load, becomes
+    the exactly equal LoRA (`lokr_as_lora`)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"adapter file not found: {path}")
     sd = load_file(str(path))
+    if any(k.rsplit(".", 1)[-1] in _LOKR_FACTORS for k in sd):
+        if not is_comfyui(sd):  # our PEFT layout: ComfyUI semantics first (alpha / r folded)
+            sd = comfyui_adapter(sd, "lokr", *_lokr_alpha_rank(path))
+        return lokr_as_lora(sd)
     if is_comfyui(sd):
         sd = from_comfyui(sd)
+    sd = {
+        (k.removesuffix(COMFY_DORA_SUFFIX) + DORA_SUFFIX if k.endswith(COMFY_DORA_SUFFIX) else k): (
+            v.reshape(-1) if k.endswith(COMFY_DORA_SUFFIX) else v
+        )
+        for k, v in sd.items()
+    }
     return fold_alpha(_alpha_from_header(path, sd))
+
+
+def _lokr_alpha_rank(path: Path) -> tuple[float, int]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("lokr_config")
+    if raw is None:
+        raise UserError(f"{path}: LoKr keys without a `lokr_config` header (alpha and rank)")
+    config = json.loads(raw)
+    return float(config["alpha"]), int(config["r"])
+
+
+def lokr_as_lora(comfy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ComfyUI/LyCORIS LoKr state dict as an exactly equal LoRA in diffusers keys.
+
+    kron(B1 A1, B2 A2) = kron(B1, B2) kron(A1, A2), so with each factor written as B @ A (its
+    `_a`/`_b` pair, or the factor and an identity) the update is lora_B @ lora_A with
+    lora_B = kron(B1, B2) * scale and lora_A = kron(A1, A2); scale follows ComfyUI
+    (alpha / dim for decomposed factors, else 1). The rank is r1 * r2: larger than the LoKr's
+    parameter count, but loadable by `pipe.load_lora_weights` and equal in output."""
+    out: dict[str, torch.Tensor] = {}
+    for module, parts in comfyui_modules(comfy).items():
+        b1, a1, dim1 = _lora_factors(parts, "lokr_w1")
+        b2, a2, dim2 = _lora_factors(parts, "lokr_w2")
+        dim = dim2 or dim1
+        scale = float(parts["alpha"]) / dim if "alpha" in parts and dim else 1.0
+        out[f"transformer.{module}.lora_B.weight"] = torch.kron(b1, b2) * scale
+        out[f"transformer.{module}.lora_A.weight"] = torch.kron(a1, a2)
+    return out
+
+
+def _lora_factors(
+    parts: dict[str, torch.Tensor], name: str
+) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """(B, A, rank of a decomposed factor or None) with B @ A = the LoKr factor `name`."""
+    if f"{name}_a" in parts:
+        b, a = parts[f"{name}_a"].float(), parts[f"{name}_b"].float()
+        return b, a, a.shape[0]
+    w = parts[name].float()
+    rows, cols = w.shape
+    if rows <= cols:
+        return torch.eye(rows), w, None
+    return w, torch.eye(cols), None
 
 
 def _alpha_from_header(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,8 @@ def prepare_run(root: Path, fingerprint: str, settings: dict[str, Any], resume: 
     for other in _unfinished(root):
         if other == mine:
             continue
+        if resume and not checkpoints(other):
+            continue  # stopped before its first checkpoint: nothing to resume, no reason to block
         if resume:
             diff = _differences(read_json(other / "run.json")["settings"], settings)
             raise UserError(

@@ -48,12 +48,35 @@ def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tens
     return {k[5:]: v for k, v in load_entry(cache_dir, entry).items() if k.startswith("text.")}
 
 
+def check_inputs(cfg: TrainerConfig, cache_dir: Path, index: dict[str, Any], device) -> None:
+    """Settings that cannot work here fail before a checkpoint folder exists (which would
+    otherwise block the next run as an unfinished one with other settings)."""
+    if cfg.optimizer == "adamw8bit":
+        _bitsandbytes(device)
+    if cfg.strategy == "reference_video":
+        from safetensors import safe_open
+
+        first = next((e for _, e in sorted(index["entries"].items())), None)
+        if first is not None:
+            with safe_open(str(Path(cache_dir) / first["file"]), framework="pt") as f:
+                if "reference" not in set(f.keys()):
+                    raise UserError(
+                        "trainer.strategy=reference_video needs reference latents in the cache: "
+                        "re-run `ltx-lora preprocess preprocess.reference=edges`"
+                    )
+
+
 def make_optimizer(
     params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device
 ) -> torch.optim.Optimizer:
     """AdamW, or bitsandbytes' 8-bit AdamW (CUDA only): never a silent fallback."""
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    bnb = _bitsandbytes(device)
+    return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _bitsandbytes(device: torch.device) -> Any:
     if device.type != "cuda":
         raise ConfigError(
             "trainer.optimizer=adamw8bit needs a CUDA GPU (bitsandbytes' 8-bit AdamW); "
@@ -66,7 +89,7 @@ def make_optimizer(
             "trainer.optimizer=adamw8bit needs bitsandbytes: pip install bitsandbytes "
             "(or use trainer.optimizer=adamw)"
         ) from None
-    return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return bnb
 
 
 def tracker_names(cfg: TrainerConfig) -> list[str]:

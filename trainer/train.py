@@ -37,6 +37,7 @@ from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
     check_cache,
+    check_inputs,
     empty_prompt,
     make_optimizer,
     mark_failed,
@@ -123,6 +124,7 @@ def train(
             logging_dir=str(out_dir.parent / "tracking"),
         ),
     )
+    check_inputs(cfg, cache_dir, index, accelerator.device)
     run = _prepare_run(
         accelerator,
         checkpoint_root or out_dir.parent / "checkpoints",
@@ -505,7 +507,6 @@ def _header(job: Job) -> dict[str, str]:
         "base_model": job.lineage["base_model"],
         "base_model_hash": job.lineage["base_model_hash"],
         "ltx_version": job.lineage["ltx_version"],
-        "kind": job.lora.kind,
         "rank": str(job.lora.rank),
         "alpha": str(job.lora.alpha),
         "targets": job.lora.targets,

@@ -197,6 +197,18 @@ def test_adamw8bit_on_cpu_is_a_clear_config_error(cache_dir, model_path, tmp_pat
 
     with pytest.raises(ConfigError, match="adamw8bit needs a CUDA GPU"):
         run(cache_dir, tmp_path, model_path, optimizer="adamw8bit")
+    assert not (tmp_path / "ckpt").exists()  # refused before an (unfinished) run existed
+    run(cache_dir, tmp_path, model_path)  # so the next run is not blocked
+
+
+def test_reference_video_on_a_cache_without_references_is_refused_up_front(
+    cache_dir, model_path, tmp_path
+) -> None:
+    from stagekit.errors import UserError
+
+    with pytest.raises(UserError, match=r"preprocess\.reference=edges"):
+        run(cache_dir, tmp_path, model_path, strategy="reference_video")
+    assert not (tmp_path / "ckpt").exists()
 
 
 # ----------------------------------------------------------------------- IC-LoRA (reference)

@@ -84,3 +84,31 @@ def test_comfyui_layout_merges_to_what_peft_computes(model_dir, kind, rank) -> N
     assert torch.allclose(merged, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(merged, before, atol=1e-4)
     assert torch.equal(_forward(base)[0], before)  # weights restored after the check
+
+
+@pytest.mark.parametrize(("kind", "rank"), [("dora", 4), ("lokr", 4), ("lokr", 1)])
+def test_every_exported_file_loads_through_diffusers_with_load_adapter_file(
+    model_dir, tmp_path, kind, rank
+) -> None:
+    """What evaluation and `ltx.sampling.generate(adapter=…)` do: `load_adapter_file` →
+    `pipe.load_lora_weights`. LoKr arrives as its exactly equal LoRA, DoRA's ComfyUI
+    `dora_scale` as PEFT's magnitude."""
+    from ltx.loading import load_pipeline
+    from ltx.lora import load_adapter_file
+    from trainer.export import export_adapter
+
+    transformer = _adapted(model_dir, kind, rank=rank)
+    _randomize(transformer)
+    expected = _forward(transformer)[0]
+    files = export_adapter(transformer, tmp_path, {"run_id": "x"})
+    pipe = load_pipeline(model_dir)
+    for f in files:
+        sd = load_adapter_file(f)
+        if kind == "lokr":
+            assert all(".lora_A." in k or ".lora_B." in k for k in sd)
+        pipe.load_lora_weights(sd, adapter_name="check")
+        try:
+            got = _forward(pipe.transformer)[0]
+        finally:
+            pipe.unload_lora_weights()
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5), f.name
