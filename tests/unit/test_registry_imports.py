@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from tests.unit.test_registry_register import shared_template_db
 
 HEAVY = ["torch", "diffusers", "transformers", "peft", "accelerate"]
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +45,9 @@ def test_importing_the_registry_loads_nothing_heavy():
     assert not loaded["mlflow"]  # imported lazily: importing it starts MLflow's telemetry client
 
 
-def test_a_whole_registration_loads_nothing_heavy(tmp_path):
+def test_a_whole_registration_loads_nothing_heavy(tmp_path, tmp_path_factory):
+    (tmp_path / ".mlflow").mkdir()  # the session's fresh schema: making one costs seconds
+    shutil.copy(shared_template_db(tmp_path_factory), tmp_path / ".mlflow" / "mlflow.db")
     train = tmp_path / "train"
     (train / "adapter").mkdir(parents=True)
     save_file(

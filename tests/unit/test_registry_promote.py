@@ -15,10 +15,16 @@ from registry.promote import alias_history, promote, rollback
 from registry.pull import DIFFUSERS_NAME, pull
 from registry.read import compare, lineage, list_models, show
 from registry.register import register_adapter
-from registry.store import ensure_schema, local_tracking_uri, open_client
+from registry.store import local_tracking_uri, open_client
 from stagekit.errors import UserError
 from stagekit.hashing import sha256_file
-from tests.unit.test_registry_register import CARD, LINEAGE, make_eval_dir, make_train_dir
+from tests.unit.test_registry_register import (
+    CARD,
+    LINEAGE,
+    make_eval_dir,
+    make_train_dir,
+    shared_template_db,
+)
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 NAME = "acme.mascot"
@@ -27,9 +33,7 @@ KEY = "fidelity_adapter"
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    mlflow_dir = tmp_path_factory.mktemp("template") / ".mlflow"
-    ensure_schema(local_tracking_uri(mlflow_dir))
-    return mlflow_dir / "mlflow.db"
+    return shared_template_db(tmp_path_factory)
 
 
 @pytest.fixture

@@ -78,12 +78,22 @@ def make_eval_dir(root: Path, verdict: str = "pass", scores: dict | None = None)
     return root
 
 
+_TEMPLATE: list[Path] = []  # the one schema of this test session, shared with other modules
+
+
+def shared_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh registry schema made once per session and copied per test: creating it costs
+    seconds, a copy nothing. The registry test modules import this to share it."""
+    if not _TEMPLATE:
+        mlflow_dir = tmp_path_factory.mktemp("template") / ".mlflow"
+        ensure_schema(local_tracking_uri(mlflow_dir))
+        _TEMPLATE.append(mlflow_dir / "mlflow.db")
+    return _TEMPLATE[0]
+
+
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One fresh schema per module, copied per test: creating it costs seconds, a copy nothing."""
-    mlflow_dir = tmp_path_factory.mktemp("template") / ".mlflow"
-    ensure_schema(local_tracking_uri(mlflow_dir))
-    return mlflow_dir / "mlflow.db"
+    return shared_template_db(tmp_path_factory)
 
 
 @pytest.fixture

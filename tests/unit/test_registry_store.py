@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from registry.config import RegistryConfig
 from registry.store import local_tracking_uri, open_client, sqlite_path
 from stagekit.errors import UserError
+from tests.unit.test_registry_register import shared_template_db
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "registry"
@@ -65,7 +66,9 @@ def test_yaml_configs_name_their_command_and_validate(name, monkeypatch):
         assert cfg.tracking_uri == "https://mlflow.team.internal"
 
 
-def test_open_client_makes_the_experiment_once_under_the_artifact_root(tmp_path):
+def test_open_client_makes_the_experiment_once_under_the_artifact_root(tmp_path, tmp_path_factory):
+    (tmp_path / ".mlflow").mkdir()  # the session's fresh schema: making one costs seconds
+    shutil.copy(shared_template_db(tmp_path_factory), tmp_path / ".mlflow" / "mlflow.db")
     uri = local_tracking_uri(tmp_path / ".mlflow")
     client = open_client(uri, tmp_path / ".mlflow" / "artifacts", experiment="brand x/runs")
     again = open_client(uri, tmp_path / "elsewhere", experiment="brand x/runs")
@@ -82,19 +85,32 @@ def test_open_client_makes_the_experiment_once_under_the_artifact_root(tmp_path)
 
 WORKER = textwrap.dedent(
     """
-    import os, sys, time
+    import os, sys, time, traceback
     from pathlib import Path
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    import mlflow  # paid before the barrier, so the processes reach the database together
+    import mlflow  # imported once, then forked: the processes reach the database together
     from registry.store import open_client
 
-    ready, go, uri, root = sys.argv[1:]
-    Path(ready).touch()
-    while not os.path.exists(go):
-        time.sleep(0.005)
-    client = open_client(uri, Path(root))
-    exp = client.get_experiment_by_name("ltx-lora")
-    print(client.create_run(exp.experiment_id).info.run_id)
+    uri, root, out, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+    go, children = out / "go", []
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:  # its own process: own engine, own connections, own schema check
+            code = 0
+            try:
+                while not go.exists():
+                    time.sleep(0.002)
+                client = open_client(uri, root)
+                exp = client.get_experiment_by_name("ltx-lora")
+                (out / f"run{i}").write_text(client.create_run(exp.experiment_id).info.run_id)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
+    go.touch()
+    sys.exit(max(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children))
     """
 )
 
@@ -102,29 +118,14 @@ WORKER = textwrap.dedent(
 def test_four_processes_on_a_fresh_database_all_succeed(tmp_path):
     mlflow_dir = tmp_path / ".mlflow"
     uri = local_tracking_uri(mlflow_dir)
-    go = tmp_path / "go"
-    ready = [tmp_path / f"ready{i}" for i in range(4)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    args = [str(go), uri, str(mlflow_dir / "artifacts")]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(r), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for r in ready
-    ]
-    deadline = time.monotonic() + 45
-    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    go.touch()
-    outputs = [p.communicate(timeout=50) for p in procs]
+    args = [uri, str(mlflow_dir / "artifacts"), str(tmp_path), "4"]
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
 
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-2000:]
-    run_ids = {out.strip() for out, _ in outputs}
+    run_ids = {(tmp_path / f"run{i}").read_text() for i in range(4)}
     client = open_client(uri, mlflow_dir / "artifacts")
     exp = client.get_experiment_by_name("ltx-lora")
     assert {r.info.run_id for r in client.search_runs([exp.experiment_id])} == run_ids
