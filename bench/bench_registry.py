@@ -16,9 +16,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import Result
+from registry.register import LINK_ENV
 from stagekit.hashing import sha256_file
 
 SIZE_ENV = "LTX_LORA_BENCH_MB"
@@ -26,7 +29,8 @@ REPEATS = 4
 
 
 def run() -> list[Result]:
-    """One Result: register + pull vs copy in + copy out."""
+    """Register + pull vs copy in + copy out: into a local store that copies the adapter files
+    (the default) and into one that hard-links them (LTX_LORA_REGISTRY_LINK=1)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mb = int(os.environ.get(SIZE_ENV, "400"))
@@ -34,29 +38,59 @@ def run() -> list[Result]:
         root = Path(tmp)
         train = _train_dir(root / "train", mb)
         template = _template_db(root / "template")
-        ours, base = [], []
-        for i in range(REPEATS):  # interleaved, alternating who goes first: same machine load
-            # (fresh folder names: MLflow keeps one database engine per URI for the process)
+        times: dict[str, list[float]] = {"base": [], "link": [], "copy": []}
+        for i in range(REPEATS):  # interleaved, rotating who goes first: same machine load
+            # Fresh folder names (MLflow keeps one database engine per URI for the process),
+            # and a freshly trained adapter each time (a registered one was linked: it changed).
             runs = [
-                (base, root / f"copy{i}", lambda out: _copy_baseline(train, out)),
-                (ours, root / f"reg{i}", lambda out: _register_and_pull(train, template, out)),
+                ("base", lambda out: _copy_baseline(train, out)),
+                ("link", lambda out: _register_and_pull(_retrained(train, out), template, out)),
+                ("copy", lambda out: _register_and_pull(_retrained(train, out), template, out)),
             ]
-            for times, out, fn in runs[:: 1 if i % 2 == 0 else -1]:
+            for key, fn in runs[i % 3 :] + runs[: i % 3]:
+                out = root / f"{key}{i}"
                 # Each starts with no dirty pages: otherwise the second one waits for the kernel
                 # to write back what the first one wrote (seconds on this disk).
-                os.sync()
-                times.append(fn(out))
+                with _linking(key == "link"):
+                    times[key].append(fn(out))
                 shutil.rmtree(out)
+    note = f"2 layouts x {mb} MB; pull hashes every byte"
     return [
         Result(
             name=f"registry register+pull {mb}MB",
             baseline="shutil.copy in + out",
-            baseline_s=min(base),
-            ours_s=min(ours),
+            baseline_s=min(times["base"]),
+            ours_s=min(times["copy"]),
             target=0.5,
-            note=f"2 layouts x {mb} MB; pull hashes every byte",
-        )
+            note=note,
+        ),
+        Result(
+            name=f"registry (linking store) {mb}MB",
+            baseline="shutil.copy in + out",
+            baseline_s=min(times["base"]),
+            ours_s=min(times["link"]),
+            note=note + f"; {LINK_ENV}=1",
+        ),
     ]
+
+
+@contextmanager
+def _linking(on: bool) -> Iterator[None]:
+    old = os.environ.get(LINK_ENV)
+    os.environ[LINK_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(LINK_ENV) if old is None else os.environ.update({LINK_ENV: old})
+
+
+def _retrained(train: Path, out: Path) -> Path:
+    """A copy of `train` as a new training run leaves it: files, then train.json (not timed)."""
+    dest = out / "train"
+    shutil.copytree(train / "adapter", dest / "adapter")
+    time.sleep(0.05)  # train.json is written after the export check, never in the same tick
+    shutil.copy(train / "train.json", dest / "train.json")
+    return dest
 
 
 def _register_and_pull(train: Path, template: Path, root: Path) -> float:
@@ -68,6 +102,7 @@ def _register_and_pull(train: Path, template: Path, root: Path) -> float:
     mlflow_dir.mkdir(parents=True)
     shutil.copy(template, mlflow_dir / "mlflow.db")
     client = open_client(local_tracking_uri(mlflow_dir), mlflow_dir / "artifacts")
+    os.sync()
     start = time.perf_counter()
     reg = register_adapter(
         client, name="bench.adapter", train_dir=train, eval_dir=None, experiment="ltx-lora"
@@ -77,6 +112,7 @@ def _register_and_pull(train: Path, template: Path, root: Path) -> float:
 
 
 def _copy_baseline(train: Path, root: Path) -> float:
+    os.sync()
     start = time.perf_counter()
     store = root / "store"
     store.mkdir(parents=True)

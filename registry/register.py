@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,7 @@ _METRIC_BATCH = 1000
 VERSION_ATTEMPTS = 8
 _TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"}
 EVAL_SUITE_TAG = "eval_suite"
+LINK_ENV = "LTX_LORA_REGISTRY_LINK"  # 1: hard-link adapter files into a local store (no copy)
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,15 @@ def _register_new(
             tags={**tags, "ltx_lora.model": name, "mlflow.note.content": description},
         )
         run_id = undo.run_id = run.info.run_id
-        _log_values(client, run_id, train, evaluation)
-        _log_dataset(client, run_id, train, card)
-        _upload_files(client, run_id, train, evaluation, manifest, card)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The files go up while the run's values are logged: both mostly wait on I/O.
+            upload = pool.submit(_upload_files, client, run_id, train, evaluation, manifest, card)
+            try:
+                _log_values(client, run_id, train, evaluation)
+                _log_dataset(client, run_id, train, card)
+            finally:
+                wait([upload])  # never roll back under a running upload
+            upload.result()  # its error, if any
         undo.model_created = _ensure_registered_model(client, name, client_slug, adapter_slug)
         version = create_version_with_retry(
             client,
@@ -361,19 +370,45 @@ def _upload_files(
 
 
 def _put_files(client: MlflowClient, run_id: str, files: dict[str, Path]) -> None:
-    """Upload each file to its run-relative path. A local (file://) store gets a kernel-side
-    copy: MLflow's local repository copies through Python buffers, several times slower."""
+    """Upload each file to its run-relative path. A local (file://) store gets a hard link for
+    the adapter files and a kernel-side copy for the rest (MLflow's local repository copies
+    through Python buffers, several times slower)."""
     from urllib.parse import unquote, urlparse
 
     uri = client.get_run(run_id).info.artifact_uri
     parsed = urlparse(uri)
-    for rel, local in files.items():
-        if parsed.scheme == "file":
-            dest = Path(unquote(parsed.path)) / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, dest)
-        else:
+    if parsed.scheme != "file":
+        for rel, local in files.items():
             client.log_artifact(run_id, str(local), rel.rpartition("/")[0] or None)
+        return
+
+    def put(rel: str) -> None:
+        dest = Path(unquote(parsed.path)) / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(files[rel], dest, link=_is_adapter_file(rel))
+
+    # Two at a time: the two layouts of a large adapter copy side by side (sendfile drops the GIL).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(put, sorted(files, key=lambda rel: -files[rel].stat().st_size)))
+
+
+def _is_adapter_file(rel: str) -> bool:
+    return rel.startswith(f"{ADAPTER_DIR}/") and rel.endswith(".safetensors")
+
+
+def _link_or_copy(src: Path, dest: Path, *, link: bool) -> None:
+    """A kernel-side copy; with LINK_ENV=1 a hard link for adapter files where the filesystem
+    allows. Not the default: the training folder's file and the stored artifact are then one
+    file, and `cp other.safetensors adapter/…` (which rewrites in place) would change the
+    registered version too. Pulls would refuse it (every byte is checked), but the version's
+    bytes would be gone. Opt in where training folders are never written to by hand."""
+    if link and os.environ.get(LINK_ENV, "") in ("1", "true"):
+        try:
+            os.link(src, dest)
+            return
+        except OSError:  # another filesystem, no hard links there, or not permitted
+            pass
+    shutil.copyfile(src, dest)
 
 
 def _artifact_sizes(client: MlflowClient, run_id: str, path: str | None = None) -> dict[str, int]:

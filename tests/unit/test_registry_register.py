@@ -458,3 +458,22 @@ def test_an_alias_the_server_fails_to_set_once_is_set_on_retry(client, tmp_path,
     reg = register(client, make_train_dir(tmp_path / "train"))
     assert (reg.version, reg.alias, len(calls)) == (1, "candidate", 2)
     assert int(client.get_model_version_by_alias(NAME, "candidate").version) == 1
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_local_store_copies_the_adapter_unless_linking_is_asked_for(
+    client, tmp_path, monkeypatch, link
+):
+    from registry.register import LINK_ENV
+
+    monkeypatch.setenv(LINK_ENV, "1" if link else "0")
+    train = make_train_dir(tmp_path / "train")
+    reg = register(client, train)
+    run_dir = next((tmp_path / ".mlflow" / "artifacts").rglob(f"{reg.run_id}/artifacts"))
+    for name in ("adapter.safetensors", "comfyui.safetensors"):
+        stored, source = run_dir / "adapter" / name, train / "adapter" / name
+        assert stored.read_bytes() == source.read_bytes()
+        assert stored.samefile(source) is link
+    # train.json and config.yaml are always copies: people edit those in place.
+    assert not (run_dir / "train.json").samefile(train / "train.json")
+    assert pull(client, NAME, "candidate", "comfyui", tmp_path / "out").version == 1
