@@ -34,6 +34,8 @@ test: lint
 		|| echo "chromium unavailable: the report test will say so"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# every bench/bench_*.py side by side: one table of ratios, also written to docs/benchmarks.md
+# (ARGS=trainer runs one row and leaves the page alone). On a GPU: python -m bench.gpu_transformer
 bench: setup
 	$(BIN)/python -m bench $(ARGS)
 

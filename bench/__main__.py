@@ -10,6 +10,7 @@ commands: `python -m bench.gpu_transformer`.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -75,14 +76,16 @@ def main(argv: list[str]) -> int:
     from stagekit.privacy import apply_offline_defaults
 
     apply_offline_defaults()
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]  # others' work skews absolute times
     results, failed = run_all(discover(argv))
     table = format_table(results)
     print(table)
     for f in failed:
         print(f"did not run: {f}", file=sys.stderr)
     if not argv:  # only a full run speaks for the whole table
-        write_report(report(table, failed, machine_facts(), time.perf_counter() - start))
+        facts = machine_facts()
+        facts["load average (1 min) at start, end"] = f"{load:.1f}, {os.getloadavg()[0]:.1f}"
+        write_report(report(table, failed, facts, time.perf_counter() - start))
         print(f"wrote {REPORT}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -35,17 +35,24 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
 
 
 def format_table(results: list[Result]) -> str:
+    """One row per result; `below` marks a ratio under its target."""
     head = (
-        f"{'benchmark':34} {'baseline':28} {'base s':>8} {'ours s':>8} {'ratio':>6} {'target':>7}"
+        f"{'benchmark':36} {'baseline':30} {'base s':>9} {'ours s':>9} {'ratio':>6} {'target':>7}"
     )
     rows = [head, "-" * len(head)]
     for r in results:
         target = f"≥{r.target:.2f}" if r.target is not None else ""
+        flag = "below " if r.target is not None and r.ratio < r.target else ""
         rows.append(
-            f"{r.name:34} {r.baseline:28} {r.baseline_s:8.3f} {r.ours_s:8.3f} "
-            f"{r.ratio:6.2f} {target:>7}  {r.note}"
+            f"{r.name:36} {r.baseline:30} {_secs(r.baseline_s)} {_secs(r.ours_s)} "
+            f"{r.ratio:6.2f} {target:>7}  {flag}{r.note}".rstrip()
         )
     return "\n".join(rows)
+
+
+def _secs(value: float) -> str:
+    """Nine characters; sub-millisecond timings keep their digits instead of printing 0.000."""
+    return f"{value:9.3f}" if value >= 0.01 else f"{value:9.2e}"
 
 
 def machine_facts() -> dict[str, str]:

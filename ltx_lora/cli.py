@@ -173,7 +173,10 @@ def _compose_only(args: argparse.Namespace, ws: Workspace) -> int:
         print(f"wrote {dest}: `dvc repro` runs it; `dvc exp run -S key=value` rewrites it")
         return 0
     from ltx_lora.sweep import sweep
+    from stagekit.errors import ConfigError
 
+    if args.params is not None:
+        raise ConfigError("-m composes configs/ for each member: it does not take --params")
     sweep(ws, args.verb, args.overrides)
     return 0
 

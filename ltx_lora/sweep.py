@@ -71,6 +71,7 @@ def sweep(ws: Workspace, verb: str, overrides: list[str]) -> list[dict[str, Any]
     """Run every member of the sweep; returns one record per member, in member order."""
     if verb not in SWEEPABLE:
         raise UserError(f"-m/--multirun sweeps {', '.join(SWEEPABLE)}; `{verb}` runs once")
+    check_launcher(overrides)
     configs = config_dir(ws.root)
     base = validate(compose_tree(verb, first_member(overrides), configs))
     sweep_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
@@ -117,6 +118,18 @@ def first_member(overrides: list[str]) -> list[str]:
         else:
             first.append(o.input_line)
     return first
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """A SLURM launcher off a cluster fails before a parent run is made, saying what to do."""
+    import shutil
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")]
+    if any("slurm" in name for name in chosen) and shutil.which("srun") is None:
+        raise UserError(
+            f"hydra/launcher={chosen[-1]} submits SLURM jobs, but srun is not on this machine's "
+            "PATH: run the sweep from a cluster login node, or use hydra/launcher=local here"
+        )
 
 
 def launch(

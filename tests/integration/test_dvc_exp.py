@@ -18,8 +18,17 @@ from tests.e2e.test_pipeline import BIN, NETGUARD, make_workspace
 
 pytestmark = pytest.mark.slow
 
-# as cheap as the pipeline gets: 4 steps, one evaluation seed
-CI = "# @package _global_\ntrainer:\n  max_steps: 4\nevaluation:\n  seeds: [0]\n"
+# as cheap as the pipeline gets: 4 steps; one seed, 2 denoising steps, 9 frames per render
+CI = """# @package _global_
+trainer:
+  max_steps: 4
+evaluation:
+  seeds: [0]
+  steps: 2
+  frames: 9
+  stats:
+    resamples: 200
+"""
 HYDRA = "[hydra]\n    enabled = true\n    config_dir = configs\n    config_name = pipeline\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,19 @@ def test_a_misspelt_key_fails_before_anything_launches(ws: Workspace) -> None:
     )
     assert done.returncode == 2
     assert "lora.rnak" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="a SLURM cluster: it would submit")
+def test_slurm_launcher_off_a_cluster_says_what_to_do(ws: Workspace) -> None:
+    args = ["train", "-m", "hydra/launcher=slurm", "lora.rank=4,8"]
+    done = subprocess.run(
+        [str(BIN / "ltx-lora"), "--workspace", str(ws.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "srun is not on this machine's PATH" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_first_member_takes_each_sweep_at_its_first_value() -> None:
