@@ -81,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             add_client(spec.url, client, user, password)
         yield {"url": spec.url, "root": root, "artifacts": root / "artifacts"}
     finally:
-        stop(proc)
+        stop(proc, timeout=1)  # no graceful drain needed; dropdb --force ends its sessions
         subprocess.run(
             ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", db],
             timeout=30,
