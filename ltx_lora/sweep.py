@@ -41,7 +41,6 @@ class Member:
     root: str
     verb: str
     parent_run_id: str
-    tracking_uri: str
 
     def __call__(self, cfg: DictConfig) -> dict[str, Any]:
         from hydra.core.hydra_config import HydraConfig
@@ -51,7 +50,6 @@ class Member:
 
         hydra = HydraConfig.get()
         os.environ[PARENT_ENV] = self.parent_run_id  # SLURM jobs may not inherit the env
-        os.environ.setdefault("MLFLOW_TRACKING_URI", self.tracking_uri)
         _export_slurm_distributed()
         tree = OmegaConf.to_container(cfg, resolve=True)
         tree.pop("hydra", None)
@@ -76,12 +74,11 @@ def sweep(ws: Workspace, verb: str, overrides: list[str]) -> list[dict[str, Any]
     base = validate(compose_tree(verb, first_member(overrides), configs))
     sweep_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     sweep_dir = ws.outputs(base.dataset) / "sweeps" / sweep_id
-    uri = base.registry.tracking_uri or local_tracking_uri(ws.mlflow_dir)
+    # the workspace store: where `ltx-lora train` logs training runs (ltx_lora.stages.train)
+    uri = local_tracking_uri(ws.mlflow_dir)
     client, experiment, parent = open_parent(ws, uri, sweep_id, overrides)
-    # members' training runs log to the same store; local launchers' subprocesses inherit these
-    os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
-    os.environ[PARENT_ENV] = parent
-    task = Member(str(ws.root), verb, parent, os.environ["MLFLOW_TRACKING_URI"])
+    os.environ[PARENT_ENV] = parent  # local launchers' subprocesses inherit it
+    task = Member(str(ws.root), verb, parent)
     status = "FAILED"
     try:
         members = launch(configs, verb, overrides, sweep_dir, task)
@@ -159,8 +156,8 @@ def launch(
 def open_parent(
     ws: Workspace, uri: str, sweep_id: str, overrides: list[str]
 ) -> tuple[MlflowClient, str, str]:
-    """(client, experiment id, parent run id): the parent run in the experiment training runs
-    log to, in the registry's tracking store (the workspace's sqlite by default)."""
+    """(client, experiment id, parent run id): the parent run in the experiment and store
+    training runs log to."""
     from registry.store import open_client
     from trainer.runtime import EXPERIMENT
 
