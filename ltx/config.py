@@ -13,7 +13,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    source: Literal["tiny", "diffusers"]
+    source: Literal["tiny", "demo", "diffusers"]
     ltx_version: str = "2.0"
     path: str | None = None  # diffusers folder (source=diffusers)
     seed: int = 0  # weights seed (source=tiny)

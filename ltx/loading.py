@@ -38,6 +38,8 @@ def ensure_model(cfg: ModelConfig, models_dir: Path) -> Path:
     """The local diffusers folder of `cfg`'s model; builds the tiny model on first use."""
     if cfg.source == "tiny":
         return _ensure_tiny(cfg.seed, Path(models_dir))
+    if cfg.source == "demo":
+        return _ensure_demo(Path(models_dir))
     if not cfg.path:
         raise UserError(
             f"model '{cfg.name}': source=diffusers needs model.path=<local diffusers folder>"
@@ -59,6 +61,21 @@ def _ensure_tiny(seed: int, models_dir: Path) -> Path:
         if not (dest / MODEL_INDEX).is_file():
             with atomic_dir(dest) as tmp:
                 save_tiny_model(tmp, seed)
+    return dest
+
+
+def _ensure_demo(models_dir: Path) -> Path:
+    """The pretrained demo model's folder, built once from the packaged weights (sha256
+    checked) into `models_dir/demo-<hash>/`."""
+    from ltx.demo import demo_model_dirname, save_demo_model
+
+    dest = models_dir / demo_model_dirname()
+    if (dest / MODEL_INDEX).is_file():
+        return dest
+    with _file_lock(models_dir / f".{dest.name}.lock"):
+        if not (dest / MODEL_INDEX).is_file():
+            with atomic_dir(dest) as tmp:
+                save_demo_model(tmp)
     return dest
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ltx import tiny
+from ltx import demo, tiny
 
 AUDIO_LATENTS_PER_SECOND = 25  # 16 kHz mel, hop 160, x4 time compression
 
@@ -53,7 +53,20 @@ TINY = ModelSpec(
     tiny.TEXT_HIDDEN,
     tiny.TEXT_LAYERS + 1,
 )
-SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY}
+# The pretrained demo model (ltx.demo): x16 space, 16 latent channels, prompts of 32 tokens.
+DEMO = ModelSpec(
+    "demo",
+    demo.LATENT_CHANNELS,
+    demo.VAE_CONFIG["spatial_compression_ratio"],
+    demo.VAE_CONFIG["temporal_compression_ratio"],
+    tiny.AUDIO_LATENT_CHANNELS,
+    tiny.AUDIO_MEL_BINS,
+    demo.TEXT_MAX_TOKENS,
+    (tiny.TEXT_HIDDEN,),
+    tiny.TEXT_HIDDEN,
+    tiny.TEXT_LAYERS + 1,
+)
+SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY, "demo": DEMO}
 
 # The real LTX-2.0 video VAE config (diffusers conversion script): bucket rules come from it.
 LTX_2_0_VAE_CONFIG: dict[str, Any] = {

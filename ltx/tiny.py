@@ -30,13 +30,15 @@ SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 WORDS = ["the", "and", "a", "of", "in", "on", "with", "cat", "dog", "person", "walks", "red"]
 
 
-def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _vocab_and_merges(
+    words: list[str] | None = None,
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Specials, 256 byte-fallback tokens, printable characters, and a few merged words."""
     tokens = SPECIALS + [f"<0x{i:02X}>" for i in range(256)]
     chars = ["▁", *sorted(set(string.printable.strip()) - {"\\"}), "\\"]
     tokens += [c for c in chars if c not in tokens]
     merges: list[tuple[str, str]] = []
-    for word in WORDS:
+    for word in WORDS if words is None else words:
         prev = "▁"
         for ch in word:
             merged = prev + ch
@@ -194,13 +196,14 @@ def tiny_spec() -> dict[str, Any]:
     }
 
 
-def build_tokenizer() -> Any:
-    """An in-memory GemmaTokenizer: any prompt tokenizes (bytes as fallback), no download."""
+def build_tokenizer(words: list[str] | None = None, max_tokens: int = TEXT_MAX_TOKENS) -> Any:
+    """An in-memory GemmaTokenizer: any prompt tokenizes (bytes as fallback), no download.
+    `words` (default: the tiny model's) each become one token."""
     from transformers import GemmaTokenizer
 
-    vocab, merges = _vocab_and_merges()
+    vocab, merges = _vocab_and_merges(words)
     return GemmaTokenizer(
-        vocab=vocab, merges=merges, add_bos_token=True, model_max_length=TEXT_MAX_TOKENS
+        vocab=vocab, merges=merges, add_bos_token=True, model_max_length=max_tokens
     )
 
 
