@@ -195,9 +195,15 @@ def _set_alias_with_retry(client: MlflowClient, name: str, alias: str, version: 
 
 
 def _transient(error: Exception) -> bool:
-    """A version-number race or a server-side hiccup: worth another try."""
+    """A version-number race, a concurrent insert of the same row (the server's upserts are
+    look-up-then-insert) or a server-side hiccup: worth another try."""
     code = getattr(error, "error_code", "")
-    return code in _TRANSIENT or "Model Version creation error" in str(error)
+    text = str(error)
+    return code in _TRANSIENT or "Model Version creation error" in text or _collided(text)
+
+
+def _collided(text: str) -> bool:
+    return "UniqueViolation" in text or "unique constraint" in text.lower()
 
 
 def find_version(client: MlflowClient, name: str, adapter_sha256: str) -> str | None:
@@ -280,8 +286,7 @@ def _log_inputs_with_retry(client: MlflowClient, run_id: str, inputs: list[Any])
             client.log_inputs(run_id, datasets=inputs)
             return
         except MlflowException as e:
-            collided = "unique" in str(e).lower() or "already exists" in str(e).lower()
-            if not collided or attempt == VERSION_ATTEMPTS - 1:
+            if not _collided(str(e)) or attempt == VERSION_ATTEMPTS - 1:
                 raise
             log.info("dataset input of run %s collided with a concurrent insert; retrying", run_id)
             time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))

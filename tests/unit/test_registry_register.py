@@ -440,7 +440,21 @@ def test_a_dataset_input_that_collides_with_a_concurrent_insert_is_retried(
     assert attempts == [1]
 
 
-def test_an_alias_the_server_fails_to_set_once_is_set_on_retry(client, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ("alias handler failed", "INTERNAL_ERROR"),
+        # two registrations upserting the alias at once (seen on PostgreSQL)
+        (
+            "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+            '"registered_model_alias_pk"',
+            "BAD_REQUEST",
+        ),
+    ],
+)
+def test_an_alias_the_server_fails_to_set_once_is_set_on_retry(
+    client, tmp_path, monkeypatch, failure
+):
     from mlflow.exceptions import MlflowException
 
     import registry.register as reg_mod
@@ -450,7 +464,7 @@ def test_an_alias_the_server_fails_to_set_once_is_set_on_retry(client, tmp_path,
     def hiccup(*args: Any) -> None:
         calls.append(args)
         if len(calls) == 1:
-            raise MlflowException("alias handler failed", error_code="INTERNAL_ERROR")
+            raise MlflowException(failure[0], error_code=failure[1])
         real(*args)
 
     monkeypatch.setattr(client, "set_registered_model_alias", hiccup)
