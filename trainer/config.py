@@ -51,6 +51,9 @@ class TrainerConfig(BaseModel):
     validation_every: int = Field(0, ge=0)  # steps between sample videos; 0 = off
     validation_steps: int = Field(4, gt=0)  # denoising steps of each sample video
     trackers: list[Literal["mlflow", "wandb"]] = ["mlflow"]  # [] = metrics.jsonl only
+    # several processes: ddp = a full base per process; fsdp2 = torch FSDP2 shards the frozen
+    # base over the processes, one unit per transformer block (the adapter stays replicated)
+    distributed: Literal["ddp", "fsdp2"] = "ddp"
 
 
 class PreprocessConfig(BaseModel):

@@ -1,5 +1,5 @@
-"""What a training run needs around its loop: input checks, the optimiser, the trackers
-(MLflow, W&B offline) and validation sample videos."""
+"""What a training run needs around its loop: input checks, the optimiser, FSDP2 sharding of
+the frozen base, the trackers (MLflow, W&B offline) and validation sample videos."""
 
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ def check_inputs(cfg: TrainerConfig, cache_dir: Path, index: dict[str, Any], dev
     otherwise block the next run as an unfinished one with other settings)."""
     if cfg.optimizer == "adamw8bit":
         _bitsandbytes(device)
+    if cfg.distributed == "fsdp2" and cfg.validation_every:
+        # the sampler runs on the main process only, which cannot run a sharded base alone
+        raise ConfigError(
+            "trainer.validation_every needs trainer.distributed=ddp: sample videos are not made "
+            "from an FSDP2-sharded transformer yet (set trainer.validation_every=0)"
+        )
     if cfg.strategy == "reference_video":
         from safetensors import safe_open
 
@@ -90,6 +96,101 @@ def _bitsandbytes(device: torch.device) -> Any:
             "(or use trainer.optimizer=adamw)"
         ) from None
     return bnb
+
+
+@contextmanager
+def own_sharding(cfg: TrainerConfig) -> Iterator[None]:
+    """Keep Accelerate out of FSDP while the Accelerator is built: the trainer shards the base
+    itself (`shard_base`) and averages the adapter's gradients itself, so an `accelerate launch`
+    FSDP recipe must not make Accelerate wrap anything (its FSDP2 `prepare` also refuses an
+    optimizer without its model). An FSDP recipe with `trainer.distributed=ddp` is refused, so a
+    run never silently keeps a full base per GPU on a recipe meant to shard it."""
+    key = "ACCELERATE_USE_FSDP"
+    recipe = os.environ.get(key, "false").lower() == "true"
+    if recipe and cfg.distributed != "fsdp2":
+        raise ConfigError(
+            "this `accelerate launch` recipe asks for FSDP, but trainer.distributed=ddp: add "
+            "trainer.distributed=fsdp2 to shard the base, or launch with "
+            "configs/accelerate/ddp.yaml"
+        )
+    if recipe:
+        os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if recipe:
+            os.environ[key] = "true"
+
+
+def shard_base(transformer: torch.nn.Module, device: torch.device, processes: int) -> None:
+    """FSDP2 (`fully_shard`) over all processes: each transformer block is one unit, the rest
+    (patch embeddings, norms, output projections) the root unit. The adapter's parameters are
+    left out (`ignored_params`): they stay whole on every process, so the trainer's own
+    all-reduce averages their gradients exactly once, and checkpoints and exports see plain
+    tensors, as under ddp. Blocks are gathered for their forward, freed after it, and gathered
+    again in backward (the gradients flowing through the frozen weights need them)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (processes,))
+    adapter = {p for p in transformer.parameters() if p.requires_grad}
+    with torch.no_grad():  # FSDP2 leaves ignored parameters where they are
+        for p in adapter:
+            p.data = p.data.to(device)
+    # fully_shard moves each unit to the device whole, then keeps only this process's shard:
+    # the peak is one block, never the whole base (so the base is not moved there beforehand)
+    for block in transformer.transformer_blocks:
+        fully_shard(block, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
+    fully_shard(transformer, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
+
+
+def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
+    """Bytes of the frozen base: in all, and held by each process (its local FSDP2 shards);
+    a collective call, on every process."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    frozen = [p for p in transformer.parameters() if not p.requires_grad]
+    local = sum(
+        (p.to_local() if isinstance(p, DTensor) else p).numel() * p.element_size() for p in frozen
+    )
+    per_rank: list[int] = [0] * dist.get_world_size()
+    dist.all_gather_object(per_rank, local)
+    total = sum(p.numel() * p.element_size() for p in frozen)
+    return {"base_param_bytes": total, "base_param_bytes_per_rank": per_rank}
+
+
+def unsharded_copy(
+    model_path: Path,
+    model_cfg: ModelConfig,
+    lora_cfg: LoraConfig,
+    trained: dict[str, torch.nn.Parameter],
+    device: torch.device,
+) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
+    """A plain transformer with the trained adapter, for the main process's validation loss and
+    export, which it runs alone (a sharded block would wait for the other processes): the frozen
+    base reloaded from the model folder (it never changed), the adapter's weights copied in.
+    Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
+    from ltx.loading import load_components
+    from ltx.lora import add_lora
+
+    comps = load_components(model_path, ["transformer"], model_cfg.dtype)
+    transformer = comps["transformer"].requires_grad_(False)
+    add_lora(
+        transformer,
+        lora_cfg.rank,
+        lora_cfg.alpha,
+        lora_cfg.dropout,
+        lora_cfg.targets,
+        kind=lora_cfg.kind,
+    )
+    params = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
+    if params.keys() != trained.keys():
+        raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(trained[name].detach())
+    return transformer.to(device), params
 
 
 def tracker_names(cfg: TrainerConfig) -> list[str]:

@@ -36,19 +36,24 @@ from trainer.export import export_adapter, verify_export
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
+    base_bytes,
     check_cache,
     check_inputs,
     empty_prompt,
     make_optimizer,
     mark_failed,
+    own_sharding,
+    shard_base,
     start_trackers,
     tracker_names,
+    unsharded_copy,
 )
 from trainer.strategies import get_strategy
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
-# settings that change how a run is kept, never what it computes
-NOT_IN_FINGERPRINT = {"resume", "checkpoint_every", "keep_checkpoints", "trackers"}
+# settings that change how a run is kept or laid out, never what it computes (like the number
+# of processes, ddp and fsdp2 train the same adapter, and resume each other's checkpoints)
+NOT_IN_FINGERPRINT = {"resume", "checkpoint_every", "keep_checkpoints", "trackers", "distributed"}
 
 
 @dataclass
@@ -114,16 +119,17 @@ def train(
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
     trackers = tracker_names(cfg)
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.mixed_precision,
-        log_with=trackers or None,
-        # MLflow: the artifact location of a new experiment; W&B: its offline run folder
-        project_config=ProjectConfiguration(
-            project_dir=str(out_dir.parent / "tracking"),
-            logging_dir=str(out_dir.parent / "tracking"),
-        ),
-    )
+    with own_sharding(cfg):  # the trainer shards (fsdp2), never Accelerate
+        accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=cfg.mixed_precision,
+            log_with=trackers or None,
+            # MLflow: the artifact location of a new experiment; W&B: its offline run folder
+            project_config=ProjectConfiguration(
+                project_dir=str(out_dir.parent / "tracking"),
+                logging_dir=str(out_dir.parent / "tracking"),
+            ),
+        )
     check_inputs(cfg, cache_dir, index, accelerator.device)
     run = _prepare_run(
         accelerator,
@@ -155,8 +161,13 @@ def train(
     optimizer = make_optimizer(list(params.values()), cfg, accelerator.device)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     # The transformer is not wrapped in DDP (its forward needs the module's own attributes):
-    # the adapter's gradients are averaged across processes explicitly, once per step.
-    transformer.to(accelerator.device)
+    # the adapter's gradients are averaged across processes explicitly, once per step. Under
+    # fsdp2 only the frozen base is sharded; the adapter stays whole, averaged the same way.
+    sharded = cfg.distributed == "fsdp2" and accelerator.num_processes > 1
+    if sharded:
+        shard_base(transformer, accelerator.device, accelerator.num_processes)
+    else:
+        transformer.to(accelerator.device)
     denoiser["connectors"].to(accelerator.device)
     optimizer = accelerator.prepare(optimizer)
     ema = {n: p.detach().clone() for n, p in params.items()} if cfg.ema_decay else None
@@ -236,9 +247,15 @@ def train(
                 checkpoint.save(run, step, state, cfg.keep_checkpoints)
 
         rank_diff = _ranks_agree(params, accelerator)
+        layout = base_bytes(transformer) if sharded else {}
         if not main:
             accelerator.wait_for_everyone()
             return {"rank": accelerator.process_index, "skipped": False}
+        if sharded:  # the main process goes on alone: validate and export a whole copy
+            transformer, params = unsharded_copy(
+                model_path, model_cfg, lora_cfg, params, accelerator.device
+            )
+            denoiser = {**denoiser, "transformer": transformer}
         val_loss = validation_loss(
             strategy, denoiser, scheduler, load_split(cache_dir, "validation"), cfg, seed
         )
@@ -266,7 +283,11 @@ def train(
             progress,
             val_loss,
             probe_batch,
-            {"processes": accelerator.num_processes, "rank_weight_max_diff": rank_diff},
+            {
+                "processes": accelerator.num_processes,
+                "rank_weight_max_diff": rank_diff,
+                **({"distributed": cfg.distributed, **layout} if sharded else {}),
+            },
             run / SAMPLES_DIR,
         )
         for tracker in accelerator.trackers:  # not end_training(): it destroys the process group
@@ -420,7 +441,7 @@ def _export(
     progress: Progress,
     val_loss: float | None,
     probe_batch: Batch,
-    distributed: dict[str, float],
+    distributed: dict[str, Any],
     samples: Path,
 ) -> dict[str, Any]:
     """Adapters (final and EMA) verified through the pipeline, logs, train.json, stage record."""
