@@ -160,6 +160,24 @@ def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
     return {"base_param_bytes": total, "base_param_bytes_per_rank": per_rank}
 
 
+def attach_adapter(
+    transformer: torch.nn.Module, lora_cfg: LoraConfig
+) -> dict[str, torch.nn.Parameter]:
+    """Freeze the base, wrap the configured modules with the adapter; its trainable parameters."""
+    from ltx.lora import add_lora
+
+    transformer.requires_grad_(False)
+    add_lora(
+        transformer,
+        lora_cfg.rank,
+        lora_cfg.alpha,
+        lora_cfg.dropout,
+        lora_cfg.targets,
+        kind=lora_cfg.kind,
+    )
+    return {n: p for n, p in transformer.named_parameters() if p.requires_grad}
+
+
 def unsharded_copy(
     model_path: Path,
     model_cfg: ModelConfig,
@@ -172,19 +190,9 @@ def unsharded_copy(
     base reloaded from the model folder (it never changed), the adapter's weights copied in.
     Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
     from ltx.loading import load_components
-    from ltx.lora import add_lora
 
-    comps = load_components(model_path, ["transformer"], model_cfg.dtype)
-    transformer = comps["transformer"].requires_grad_(False)
-    add_lora(
-        transformer,
-        lora_cfg.rank,
-        lora_cfg.alpha,
-        lora_cfg.dropout,
-        lora_cfg.targets,
-        kind=lora_cfg.kind,
-    )
-    params = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
+    transformer = load_components(model_path, ["transformer"], model_cfg.dtype)["transformer"]
+    params = attach_adapter(transformer, lora_cfg)
     if params.keys() != trained.keys():
         raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
     with torch.no_grad():

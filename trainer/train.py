@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from ltx.config import ModelConfig
 from ltx.loading import load_components, load_pipeline
-from ltx.lora import add_lora
 from stagekit.errors import UserError
 from stagekit.files import atomic_dir, read_json, write_json, write_jsonl, write_text
 from stagekit.hashing import sha256_json
@@ -36,6 +35,7 @@ from trainer.export import export_adapter, verify_export
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
+    attach_adapter,
     base_bytes,
     check_cache,
     check_inputs,
@@ -142,22 +142,13 @@ def train(
     torch.manual_seed(seed)
     comps = load_components(model_path, ["transformer", "connectors", "scheduler"], model_cfg.dtype)
     transformer, scheduler = comps["transformer"], comps["scheduler"]
-    transformer.requires_grad_(False)
-    add_lora(
-        transformer,
-        lora_cfg.rank,
-        lora_cfg.alpha,
-        lora_cfg.dropout,
-        lora_cfg.targets,
-        kind=lora_cfg.kind,
-    )
+    params = attach_adapter(transformer, lora_cfg)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     denoiser = {
         "transformer": transformer,
         "connectors": comps["connectors"].requires_grad_(False).eval(),
     }
-    params = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(list(params.values()), cfg, accelerator.device)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     # The transformer is not wrapped in DDP (its forward needs the module's own attributes):
