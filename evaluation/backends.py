@@ -8,6 +8,7 @@ computed with something else.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,41 @@ class EfficientNetBackend:
     def embed_frames(self, frames: Frames) -> np.ndarray:
         x = _resize(frames, self.size) * 2.0 - 1.0  # Lite models were trained on [-1, 1]
         return _normalise(self.model.features(x))
+
+
+@dataclass
+class ColourBackend:
+    """Square roots of soft RGB histograms (`bins` per channel, trilinear votes): the cosine of two
+    frames' features is the Bhattacharyya coefficient of their colour distributions.
+
+    For the demo base, whose world is flat colour blobs at 64x64: ImageNet features of such frames
+    reward smoothness (a blank frame scores above the base's renders against the references,
+    docs/demo.md), while colour is what a LoRA on it can learn and what a broken trainer destroys.
+    No weights: `weight_hash` hashes the definition, so a change of it changes every label."""
+
+    bins: int = 6
+    name: str = "colour-histogram"
+    weight_hash: str = ""
+
+    def __post_init__(self) -> None:
+        self.weight_hash = hashlib.sha256(f"{self.name} v1 bins={self.bins}".encode()).hexdigest()
+
+    def embed_frames(self, frames: Frames) -> np.ndarray:
+        return np.stack([self._histogram(f) for f in frames]).astype(np.float32)
+
+    def _histogram(self, frame: np.ndarray) -> np.ndarray:
+        b = self.bins
+        x = frame.reshape(-1, 3).astype(np.float64) * ((b - 1) / 255.0)
+        low = np.minimum(np.floor(x).astype(np.int64), b - 2)
+        frac = x - low  # weight of the upper bin, per pixel and channel
+        hist = np.zeros(b**3)
+        for corner in np.ndindex(2, 2, 2):
+            up = np.array(corner)
+            weight = np.prod(np.where(up, frac, 1.0 - frac), axis=1)
+            index = ((low + up) * np.array([b * b, b, 1])).sum(axis=1)
+            hist += np.bincount(index, weights=weight, minlength=b**3)
+        root = np.sqrt(hist / hist.sum())
+        return root / np.linalg.norm(root)
 
 
 def _local_dir(kind: str, path: str | None) -> Path:
@@ -188,6 +224,7 @@ class VideoMAEBackend:
 
 IMAGE_BACKENDS: dict[str, Callable[[str | None], ImageBackend]] = {
     "efficientnet-lite0": lambda _path: EfficientNetBackend(),
+    "colour-histogram": lambda _path: ColourBackend(),
     "clip": ClipBackend,
     "dinov2": Dinov2Backend,
 }

@@ -1,6 +1,7 @@
 """Pretrain the demo base model: `python -m ltx.demo_recipe --out ltx/demo_weights`.
 
-1. The video VAE learns to reconstruct procedural clips (`ltx.demo_data`); its latent
+1. The video VAE learns to reconstruct procedural clips (`ltx.demo_data`); its latent space is
+   then scaled x4 (exactly: raw latents far from unit scale, like a real VAE's), and its latent
    statistics become the pipeline's `latents_mean` / `latents_std`, so normalised latents have
    unit variance, as flow matching assumes.
 2. The transformer and text connectors learn the prior by flow matching exactly as the
@@ -32,6 +33,11 @@ CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an uncon
 FPS = 24.0
 FOREGROUND_WEIGHT = 10.0  # VAE loss weight of shape pixels over background ones
 LATENT_PENALTY = 1e-4  # keeps the VAE's latents bounded (the KL term's job, without noise)
+# The penalty leaves raw latents near unit scale, which would hide a trainer that forgets to
+# normalise them. Real VAEs' raw latents are not (Stable Diffusion's std is ~5.5, hence its
+# 0.18215), so the latent space is scaled up, exactly (a power of two), before its statistics
+# are recorded.
+LATENT_SCALE = 4.0
 
 
 def to_pixels(clips: np.ndarray) -> torch.Tensor:
@@ -93,6 +99,19 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, clips: np.ndarray)
     weight = (1.0 + FOREGROUND_WEIGHT * mask.float())[:, None]  # [B, 1, F, H, W]
     err = (recon - x).abs() + (recon - x) ** 2
     return (weight * err).sum() / (weight.sum() * x.shape[1])
+
+
+@torch.no_grad()
+def rescale_latent_space(vae: Any, factor: float = LATENT_SCALE) -> None:
+    """Make the VAE's raw latents `factor` times larger, exactly: the encoder's mean outputs x
+    factor (its shared log-variance + 2 ln factor), the decoder's first convolution / factor.
+    Reconstructions do not change; `calibrate_vae` then records the larger statistics."""
+    c = vae.config.latent_channels
+    out = vae.encoder.conv_out.conv  # channels: c means, then one log-variance shared by all
+    out.weight[:c] *= factor
+    out.bias[:c] *= factor
+    out.bias[c] += 2.0 * math.log(factor)
+    vae.decoder.conv_in.conv.weight /= factor  # linear in its input: padding scales with it
 
 
 @torch.no_grad()
@@ -241,6 +260,7 @@ def run_recipe(
     figures: dict[str, Any] = {"seed": seed, "threads": torch.get_num_threads()}
     t0 = time.perf_counter()
     figures |= train_vae(components["vae"], vae_steps, vae_batch, rng)
+    rescale_latent_space(components["vae"])
     figures |= calibrate_vae(components["vae"], np.random.default_rng([seed, 1]))
     figures["vae_s"] = round(time.perf_counter() - t0, 1)
     t1 = time.perf_counter()

@@ -35,9 +35,10 @@ def sample(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def configure_runtime(cfg: PipelineConfig) -> None:
-    """One CPU thread for the tiny model: its matrices are so small that thread hand-offs cost
-    more than the arithmetic (measured 5-10x slower per step with 2 threads on 2 busy cores)."""
-    if cfg.model.source == "tiny":
+    """One CPU thread for the tiny and demo models: their matrices are so small that thread
+    hand-offs cost more than the arithmetic (measured 5-10x slower per step with 2 threads on 2
+    busy cores)."""
+    if cfg.model.source in ("tiny", "demo"):
         import torch
 
         torch.set_num_threads(1)

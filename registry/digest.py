@@ -13,37 +13,62 @@ import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from stagekit.hashing import sha256_file
 
-CHUNK = 1 << 20  # fits in L2: the write re-reads from cache what the hash just read
+CHUNK = 8 << 20  # large enough that a chunk's hand-off costs nothing next to its copy
 
 
 def copy_hashed(src: Path, dst: Path, chunk: int = CHUNK) -> tuple[str, int]:
-    """Copy `src` to `dst` in one read pass and return (sha256, bytes) of what was written.
+    """Copy `src` to `dst` and return (sha256, bytes) of what `dst` now holds.
 
-    The digest of chunk i is computed in a helper thread while the main thread writes chunk i
-    and reads chunk i+1 (hashlib and file I/O release the GIL), so on two cores the copy costs
-    about as long as the hash alone. Two buffers: a buffer is refilled only after its hash ended.
-    """
+    The kernel copies each chunk (sendfile: no pass through Python buffers); a helper thread then
+    reads that chunk back from `dst` (from the page cache) and hashes it while the kernel copies
+    the next one. The digest is of the written bytes, and the copy costs about as long as the hash
+    alone. Where the kernel cannot copy between these files, a read/hash/write loop does it."""
     digest = hashlib.sha256()
+    with open(src, "rb", buffering=0) as fin, open(dst, "w+b", buffering=0) as fout:
+        try:
+            total = _kernel_copy_hashed(fin.fileno(), fout.fileno(), digest, chunk)
+        except OSError:  # e.g. a filesystem without sendfile between files: start over
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            digest = hashlib.sha256()
+            total = _user_copy_hashed(fin, fout, digest, chunk)
+    return digest.hexdigest(), total
+
+
+def _kernel_copy_hashed(fin: int, fout: int, digest: Any, chunk: int) -> int:
+    pending: Future[None] | None = None
+    offset = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        while True:
+            n = os.sendfile(fout, fin, offset, chunk)
+            _wait(pending)  # the digest takes chunks in order
+            if not n:
+                break
+            pending = pool.submit(lambda at, n: digest.update(os.pread(fout, n, at)), offset, n)
+            offset += n
+    return offset
+
+
+def _user_copy_hashed(fin: Any, fout: Any, digest: Any, chunk: int) -> int:
+    """Read, hash in a helper thread, write: two buffers, one refilled only after its hash."""
     buffers = (bytearray(chunk), bytearray(chunk))
     total, pending = 0, None
-    with (
-        open(src, "rb", buffering=0) as fin,
-        open(dst, "wb", buffering=0) as fout,
-        ThreadPoolExecutor(max_workers=1) as pool,
-    ):
+    with ThreadPoolExecutor(max_workers=1) as pool:
         for i in itertools.count():
             view = memoryview(buffers[i % 2])
             n = fin.readinto(view)
-            _wait(pending)  # updates must run in order, and frees the other buffer
+            _wait(pending)
             if not n:
                 break
             pending = pool.submit(digest.update, view[:n])
             _write_all(fout.fileno(), view[:n])
             total += n
-    return digest.hexdigest(), total
+    return total
 
 
 def _wait(pending: Future[None] | None) -> None:

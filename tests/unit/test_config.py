@@ -28,7 +28,7 @@ def test_every_verb_has_a_primary_config() -> None:
 def test_primary_composes_and_validates(stage: str, tmp_path: Path) -> None:
     cfg = load_config(stage, [], tmp_path)
     assert cfg.dataset == "sample"
-    assert cfg.model.source == "tiny"
+    assert cfg.model.source == "demo"
     assert cfg.registry.backend == "local"
 
 

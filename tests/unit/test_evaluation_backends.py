@@ -103,3 +103,26 @@ def test_feature_store_records_unavailable_backends(tmp_path: Path) -> None:
     assert "paths.clip" in store.unavailable["text_image"]
     assert "no backend configured" in store.unavailable["video"]
     assert store.label("image").startswith("efficientnet-lite0@")
+
+
+def test_colour_histogram_measures_colour_distributions_not_layout() -> None:
+    colour = open_backend(IMAGE_BACKENDS, "colour-histogram", {})
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    shuffled = rng.permutation(frame.reshape(-1, 3)).reshape(frame.shape)
+    red, blue = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    f = colour.embed_frames(np.stack([frame, shuffled, red, blue]))
+    assert f.shape == (4, 216)
+    assert np.allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-6)
+    assert f[0] @ f[1] == pytest.approx(1.0, abs=1e-6)  # same colours, other places
+    assert f[2] @ f[3] == pytest.approx(0.0, abs=1e-6)  # no colour in common
+    # soft bins: a shade across a bin edge moves the feature a little, not all at once
+    a, b = np.full((2, 1, 8, 8, 3), 125, dtype=np.uint8)
+    b[..., 0] = 130  # across the edge between bins 2 and 3 (at 127.5)
+    assert (colour.embed_frames(a)[0] @ colour.embed_frames(b)[0]) > 0.99  # nearest bin: 0
+    # half red, half blue: the Bhattacharyya coefficient with pure red is sqrt(1/2)
+    half = red[0].copy()
+    half[16:] = blue[0][16:]
+    assert colour.embed_frames(half[None])[0] @ f[2] == pytest.approx(0.5**0.5, abs=1e-6)
+    assert label(colour).startswith("colour-histogram@")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from registry import digest as digest_module
 from registry.digest import copy_hashed, reusable_digest, safetensors_size
 from registry.inputs import file_manifest
 from stagekit.hashing import sha256_file
@@ -27,13 +28,26 @@ def _record_after(path: Path) -> None:
     path.write_text("{}")
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["sendfile", "no-sendfile"])
 @pytest.mark.parametrize("size", [0, 1, 1000, (1 << 20) - 1, 1 << 20, 3 * (1 << 20) + 7])
-def test_copy_hashed_writes_the_same_bytes_and_their_sha256(tmp_path, size):
+def test_copy_hashed_writes_the_same_bytes_and_their_sha256(tmp_path, monkeypatch, size, kernel):
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
-    digest, n = copy_hashed(src, tmp_path / "dst.bin", chunk=1 << 20)
+    dst = tmp_path / "dst.bin"
+    dst.write_bytes(b"stale bytes, longer than some sources")  # overwritten, not appended to
+    if not kernel:  # a filesystem where sendfile between files fails part-way
+        calls = []
+
+        def sendfile(*args):
+            calls.append(args)
+            if len(calls) > 1:
+                raise OSError(22, "Invalid argument")
+            return os.sendfile(*args)
+
+        monkeypatch.setattr(digest_module.os, "sendfile", sendfile)
+    digest, n = copy_hashed(src, dst, chunk=1 << 20)
     assert n == size
-    assert (tmp_path / "dst.bin").read_bytes() == src.read_bytes()
+    assert dst.read_bytes() == src.read_bytes()
     assert digest == sha256_file(src)
 
 
