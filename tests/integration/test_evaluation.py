@@ -179,7 +179,7 @@ def test_report_renders_in_chromium_with_videos_and_verdict(evaluated, tmp_path)
 
 def test_generate_with_a_local_adapter(workspace, adapter, model_path, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
-    argv = ["--workspace", str(workspace.root), "generate", "--adapter", str(adapter)]
+    argv = ["--workspace", str(workspace.root), "generate", "model=tiny", "--adapter", str(adapter)]
     assert main([*argv, "--prompt", "zorblat mascot waving", "--seed", "3", "--out", str(out)]) == 0
     from ltx.sampling import read_clip
 
@@ -223,7 +223,7 @@ def test_generate_with_a_registered_adapter(workspace, adapter, model_path, tmp_
         client, name=name, train_dir=train, eval_dir=None, experiment="t", dataset_card=card
     )
     out = tmp_path / "registered.mp4"
-    argv = ["--workspace", str(workspace.root), "generate", "--tracking-uri", uri]
+    argv = ["--workspace", str(workspace.root), "generate", "model=tiny", "--tracking-uri", uri]
     argv += ["--adapter", f"{name}@candidate", "--prompt", "zorblat mascot", "--out", str(out)]
     assert main(argv) == 0
     pulled = workspace.root / ".adapters" / name / "candidate"

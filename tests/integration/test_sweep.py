@@ -36,7 +36,15 @@ def sweep(ws: Workspace, *overrides: str) -> tuple[subprocess.CompletedProcess, 
     """Run a sweep as a user would; returns the result and the sweep's folder (the newest)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LTX_LORA_"))}
     done = subprocess.run(
-        [str(BIN / "ltx-lora"), "--workspace", str(ws.root), "train", "-m", *overrides],
+        [
+            str(BIN / "ltx-lora"),
+            "--workspace",
+            str(ws.root),
+            "train",
+            "-m",
+            "model=tiny",
+            *overrides,
+        ],
         env={**env, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
