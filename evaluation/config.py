@@ -43,6 +43,9 @@ class GateConfig(_Strict):
     max_copy_fraction: float = Field(0.0, ge=0.0, le=1.0)  # share of renders allowed to copy
     # when a champion is registered: the lift over it must exceed this (None: report only)
     min_lift_vs_champion_ci_low: float | None = None
+    # held-out denoising error, adapter - base: its CI lower bound must not exceed this (None:
+    # report only). Above 0 = the adapter predicts the reference clips confidently worse.
+    max_denoise_error_change_ci_low: float | None = 0.0
 
 
 class EvaluationConfig(_Strict):
@@ -61,6 +64,7 @@ class EvaluationConfig(_Strict):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     fvd_min_clips: int = Field(8, ge=2)  # per side; fewer gives a meaningless covariance
+    denoising: bool = True  # held-out denoising error on the references (evaluation/denoising.py)
 
     def render_settings(self) -> dict[str, float | int]:
         return {

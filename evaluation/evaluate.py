@@ -7,14 +7,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from evaluation import motion
 from evaluation.adapters import check_base_model
 from evaluation.config import EvaluationConfig
+from evaluation.denoising import SIGMAS, cached_errors
 from evaluation.features import FeatureStore
 from evaluation.gate import judge
 from evaluation.renders import RenderJob, ensure_renders, render_key
 from evaluation.report import render_report
 from evaluation.score import Sample, Scored, score
+from evaluation.stats import paired_summary
 from evaluation.suite import Suite, curated_clips, load_suite, reference_clips
 from ltx.config import ModelConfig
 from ltx.identity import model_hash
@@ -23,7 +27,7 @@ from stagekit.files import atomic_dir, write_json, write_text
 from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-EVAL_VERSION = 3  # bump when scores change meaning, so old records are not reused
+EVAL_VERSION = 4  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -72,11 +76,13 @@ def evaluate(
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
 
-    samples = _render(suite, sides, mhash, model_path, model_cfg, cfg, cache_dir)
+    pipe = _PipeOnce(model_path, model_cfg.dtype)
+    samples = _render(suite, sides, mhash, pipe, cfg, cache_dir)
     store = FeatureStore(cfg.features, cache_dir)
     if store.backend("image") is None:
         raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
     scored = score(samples, references, training, store, cfg)
+    _denoising(scored, pipe, sides, references, suite, cfg, (cache_dir, mhash))
     verdict = judge(scored.scores, cfg.gate)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
@@ -93,12 +99,25 @@ def evaluate(
     return {**record, "skipped": False}
 
 
+class _PipeOnce:
+    """The pipeline, loaded on first call only (renders may all be cached)."""
+
+    def __init__(self, model_path: Path, dtype: str) -> None:
+        self.model_path, self.dtype, self.pipe = model_path, dtype, None
+
+    def __call__(self) -> Any:
+        if self.pipe is None:
+            from ltx.loading import load_pipeline
+
+            self.pipe = load_pipeline(self.model_path, self.dtype)
+        return self.pipe
+
+
 def _render(
     suite: Suite,
     sides: dict[str, tuple[Path | None, str | None]],
     mhash: str,
-    model_path: Path,
-    model_cfg: ModelConfig,
+    load_pipe: _PipeOnce,
     cfg: EvaluationConfig,
     cache_dir: Path,
 ) -> list[Sample]:
@@ -116,16 +135,45 @@ def _render(
                 renders[side] = job
             samples.append((prompt, seed, renders))
 
-    def load_pipe() -> Any:
-        from ltx.loading import load_pipeline
-
-        return load_pipeline(model_path, model_cfg.dtype)
-
     paths = ensure_renders(jobs, cache_dir, load_pipe, settings)
     return [
         Sample(p.text, p.group, seed, {side: (j.key, paths[j.key]) for side, j in r.items()})
         for p, seed, r in samples
     ]
+
+
+def _denoising(
+    out: Scored,
+    load_pipe: _PipeOnce,
+    sides: dict[str, tuple[Path | None, str | None]],
+    references: list[Path],
+    suite: Suite,
+    cfg: EvaluationConfig,
+    cache: tuple[Path, str],
+) -> None:
+    """Held-out denoising error of base and adapter on the reference clips (paired), with an
+    interval over clips, then prompts x sigmas within a clip. `cache`: (folder, model hash)."""
+    if not cfg.denoising:
+        out.unavailable["denoising"] = "evaluation.denoising is false"
+        return
+    pair = {side: sides[side] for side in ("base", "adapter")}
+    prompts = [p.text for p in suite.group("in_distribution")]
+    size = (cfg.width, cfg.height, cfg.frames)
+    errors = cached_errors(*cache, pair, references, prompts, size, cfg.fps, load_pipe)
+    if errors is None:
+        out.unavailable["denoising"] = f"no reference clip has {cfg.frames} frames"
+        return
+    label = f"denoising@sigmas={','.join(f'{s:g}' for s in SIGMAS)}"
+    diffs = {k: errors["adapter"][k] - errors["base"][k] for k in errors["base"]}
+    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
+    for side in ("base", "adapter"):
+        out.scores[f"denoise_error_{side}"] = float(np.mean(list(errors[side].values())))
+    out.scores["denoise_error_change"] = summary.mean
+    out.scores["denoise_error_change_ci_low"] = summary.ci_low
+    out.scores["denoise_error_change_ci_high"] = summary.ci_high
+    for name in [k for k in out.scores if k.startswith("denoise_error")]:
+        out.labels[name] = label
+    out.stats["denoise_error_change"] = summary.as_dict()
 
 
 def _metrics(

@@ -50,6 +50,20 @@ def judge(scores: dict[str, float], gate: GateConfig) -> Verdict:
             f"frame (cosine ≥ {gate.copy_threshold:g})",
         ),
     ]
+    if gate.max_denoise_error_change_ci_low is not None:
+        bound = gate.max_denoise_error_change_ci_low
+        low = scores.get("denoise_error_change_ci_low")
+        rules.append(
+            (
+                "denoising",
+                f"held-out denoising error change (adapter − base) CI lower bound ≤ {bound:g}",
+                None if low is None else low <= bound,
+                f"held-out denoising error rose from {scores.get('denoise_error_base', 0):.4f} "
+                f"to {scores.get('denoise_error_adapter', 0):.4f} (CI lower bound of the change "
+                f"{low or 0:.4f} > {bound:g}): the adapter predicts the reference clips worse "
+                "than the base, as a trainer at odds with the sampler's conventions does",
+            )
+        )
     if gate.min_lift_vs_champion_ci_low is not None:
         bound = gate.min_lift_vs_champion_ci_low
         low = scores.get("fidelity_lift_vs_champion_ci_low")

@@ -46,6 +46,8 @@ def test_the_lora_learns_the_mascot_and_the_gate_passes(learned: Path) -> None:
     assert m["verdict"] == "pass", m["reasons"]
     assert s["fidelity_lift"] > 0.05 and s["fidelity_lift_ci_low"] > 0.03
     assert s["prior_preservation"] >= 0.5  # the base's own world is left as it was
+    # the adapter predicts the held-out mascot clips better than the base (measured 1.09 -> 0.73)
+    assert s["denoise_error_change_ci_high"] < 0
 
 
 def test_the_passing_version_can_be_promoted_to_champion(learned: Path) -> None:
@@ -55,19 +57,25 @@ def test_the_passing_version_can_be_promoted_to_champion(learned: Path) -> None:
     assert "version 1" in shown
 
 
+DENOISING = "held-out denoising error rose"
+
+
 @pytest.mark.parametrize(
-    ("breakage", "rule"),
+    ("breakage", "rules"),
     [
-        # measured lift -0.028 (-0.040, -0.018): the adapter unlearns the subject
-        ("flipped_target", "fidelity lift not shown"),
-        # measured prior preservation 0.43: latents of the wrong scale break the base's world
-        ("raw_latents", "prior preservation"),
-        # measured lift 0.020 (0.001, 0.036): a fifth of what the correct trainer learns
-        ("unshifted_timestep", "fidelity lift not shown"),
+        # measured: lift -0.028 (-0.040, -0.018), the adapter unlearns the subject; held-out
+        # denoising error 1.09 -> 3.14 (the correct trainer: -> 0.73)
+        ("flipped_target", ["fidelity lift not shown", DENOISING]),
+        # measured: prior preservation 0.43, latents of the wrong scale break the base's world;
+        # held-out denoising error 1.09 -> 5.29
+        ("raw_latents", ["prior preservation", DENOISING]),
+        # measured: lift 0.020 (0.001, 0.036), a fifth of what the correct trainer learns; its
+        # held-out denoising error still falls (1.09 -> 0.79): degraded more than broken
+        ("unshifted_timestep", ["fidelity lift not shown"]),
     ],
 )
 def test_a_broken_trainer_fails_the_same_gate(
-    learned: Path, tmp_path: Path, breakage: str, rule: str
+    learned: Path, tmp_path: Path, breakage: str, rules: list[str]
 ) -> None:
     ws = tmp_path / breakage
     remade = RETRAINED + (["cache"] if breakage == "raw_latents" else [])
@@ -77,4 +85,5 @@ def test_a_broken_trainer_fails_the_same_gate(
     m = metrics(ws)
     print(breakage, m["verdict"], m["reasons"])
     assert m["verdict"] == "fail"
-    assert any(reason.startswith(rule) for reason in m["reasons"]), m["reasons"]
+    broken = sorted(rule for rule in rules for reason in m["reasons"] if reason.startswith(rule))
+    assert broken == sorted(rules), m["reasons"]

@@ -94,6 +94,12 @@ def test_metrics_json_keeps_the_registry_contract(evaluated) -> None:
     for name in ("prior_preservation", "temporal_consistency_adapter", "copy_fraction_adapter"):
         assert name in s
     assert 0.0 <= s["diversity_adapter"] <= 1.0 and 0.0 <= s["dynamic_degree_base"] <= 1.0
+    # held-out denoising: both sides on the same noisy reference latents, an interval on the change
+    assert s["denoise_error_base"] > 0 and s["denoise_error_adapter"] > 0
+    change = s["denoise_error_adapter"] - s["denoise_error_base"]
+    assert s["denoise_error_change"] == pytest.approx(change, abs=1e-9)
+    assert s["denoise_error_change_ci_low"] <= change <= s["denoise_error_change_ci_high"]
+    assert metrics["score_backends"]["denoise_error_base"] == "denoising@sigmas=0.1,0.3,0.5,0.7,0.9"
     assert metrics["verdict"] == ("pass" if not metrics["reasons"] else "fail")
     assert len(metrics["per_sample"]) == 4 * 2  # 4 prompts × 2 seeds
     assert evaluated["first"]["verdict"] == metrics["verdict"]

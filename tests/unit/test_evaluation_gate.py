@@ -71,6 +71,23 @@ def test_beating_the_champion_is_a_rule_only_when_configured() -> None:
     assert "beats_champion" not in judge(GOOD, GateConfig(min_lift_vs_champion_ci_low=0.0)).checks
 
 
+def test_a_confidently_worse_heldout_denoising_error_fails() -> None:
+    worse = {"denoise_error_base": 1.0, "denoise_error_adapter": 3.0}
+    v = judge({**GOOD, **worse, "denoise_error_change_ci_low": 1.5}, GateConfig())
+    assert v.verdict == "fail" and len(v.reasons) == 1
+    assert v.reasons[0].startswith("held-out denoising error rose from 1.0000 to 3.0000")
+    # better, or not confidently worse: the rule holds
+    for low in (-0.4, 0.0):
+        v = judge({**GOOD, "denoise_error_change_ci_low": low}, GateConfig())
+        assert v.verdict == "pass" and v.checks["denoising"]
+    # report only
+    v = judge(
+        {**GOOD, "denoise_error_change_ci_low": 1.5},
+        GateConfig(max_denoise_error_change_ci_low=None),
+    )
+    assert v.verdict == "pass" and "denoising" not in v.checks
+
+
 def test_default_config_and_unknown_keys() -> None:
     cfg = default_config()
     assert cfg.prompts.prior_preservation and cfg.features.image == "efficientnet-lite0"

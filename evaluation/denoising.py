@@ -1,0 +1,133 @@
+"""Held-out denoising error: how well base and adapter predict the reference clips' velocity.
+
+Each reference clip is fitted to the render size, encoded with the pipeline's normalisation,
+noised at fixed sigmas with fixed noise, and denoised under each in-distribution prompt with the
+sampler's conventions (`ltx.forward`): the mean squared velocity error, per clip, prompt and
+sigma, for both sides on the same inputs. An adapter that learned the subject predicts its clips
+better than the base; one trained under other conventions than the sampler's (a flipped target,
+latents not normalised) predicts them worse, whatever its renders look like. No sampling: one
+forward pass per clip, prompt and side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stagekit.files import read_json, write_json
+from stagekit.hashing import sha256_file, sha256_json
+
+SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # spread over the schedule: coarse layout to fine detail
+DENOISE_VERSION = 1  # bump when the errors change meaning, so cached ones are not reused
+Errors = dict[tuple[str, int], float]  # (clip name, prompt x sigma index) -> velocity MSE
+
+
+def cached_errors(
+    cache_dir: Path,
+    model_hash: str,
+    sides: dict[str, tuple[Path | None, str | None]],
+    references: list[Path],
+    prompts: list[str],
+    size: tuple[int, int, int],
+    fps: float,
+    load_pipe: Callable[[], Any],
+) -> dict[str, Errors] | None:
+    """side -> errors, each side cached by everything that determines it (the base's are shared
+    by every adapter); the pipeline loads only when a side is missing. None when no reference
+    clip has `size[2]` frames."""
+    from ltx.sampling import read_clip
+
+    common = {"v": DENOISE_VERSION, "model": model_hash, "prompts": prompts, "sigmas": SIGMAS}
+    common |= {"references": [sha256_file(p) for p in references], "size": size, "fps": fps}
+    files = {
+        side: cache_dir / "denoising" / f"{sha256_json({**common, 'adapter': sha})[:32]}.json"
+        for side, (_, sha) in sides.items()
+    }
+    missing = {side: sides[side][0] for side, f in files.items() if not f.is_file()}
+    if missing:
+        fitted = {
+            f"{i:02d}-{p.name}": fit_clip(read_clip(p).video, *size)
+            for i, p in enumerate(references)
+        }
+        clips = {name: f for name, f in fitted.items() if f is not None}
+        if not clips:
+            return None
+        for side, errors in denoising_errors(load_pipe(), missing, clips, prompts, fps=fps).items():
+            write_json(files[side], [[name, i, e] for (name, i), e in errors.items()])
+    return {
+        side: {(name, int(i)): float(e) for name, i, e in read_json(f)} for side, f in files.items()
+    }
+
+
+def fit_clip(frames: np.ndarray, width: int, height: int, count: int) -> np.ndarray | None:
+    """uint8 [F, H, W, 3] → the first `count` frames, centre-cropped to the aspect and resized
+    to width x height; None when the clip is shorter than `count` frames."""
+    if len(frames) < count:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(frames[:count])).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    crop_h, crop_w = min(h, round(w * height / width)), min(w, round(h * width / height))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    x = x[..., top : top + crop_h, left : left + crop_w]
+    x = torch.nn.functional.interpolate(
+        x, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def denoising_errors(
+    pipe: Any,
+    adapters: dict[str, Path | None],
+    clips: dict[str, np.ndarray],
+    prompts: list[str],
+    *,
+    fps: float,
+    seed: int = 0,
+) -> dict[str, Errors]:
+    """side → {(clip name, prompt x sigma index): velocity MSE} for every side in `adapters`
+    (None: the base), on identical noisy latents."""
+    from ltx.encode import encode_prompts, encode_video
+    from ltx.forward import noisy_latents
+    from ltx.sampling import adapter_applied
+
+    latents = {name: encode_video(pipe.vae, frames) for name, frames in clips.items()}
+    text = encode_prompts(pipe, prompts)
+    sigmas = torch.tensor(SIGMAS)
+    noisy = {}
+    for i, (name, z) in enumerate(latents.items()):
+        g = torch.Generator().manual_seed(seed * 100_003 + i)
+        noise = torch.randn((len(SIGMAS), *z.shape), generator=g)
+        noisy[name] = noisy_latents(z[None].expand_as(noise), noise, sigmas)
+    errors: dict[str, Errors] = {}
+    for side, adapter in adapters.items():
+        with adapter_applied(pipe, adapter):
+            errors[side] = {
+                (name, j * len(SIGMAS) + k): err
+                for name, (x_t, target) in noisy.items()
+                for j in range(len(prompts))
+                for k, err in enumerate(_errors(pipe, x_t, target, text, j, sigmas, fps))
+            }
+    return errors
+
+
+def _errors(
+    pipe: Any,
+    x_t: torch.Tensor,
+    target: torch.Tensor,
+    text: dict[str, torch.Tensor],
+    prompt: int,
+    sigmas: torch.Tensor,
+    fps: float,
+) -> list[float]:
+    """Velocity MSE per sigma for one clip under prompt `prompt`: one batched forward pass."""
+    from ltx.forward import predict_velocity
+
+    n = len(sigmas)
+    one = {k: v[prompt : prompt + 1].expand(n, *v.shape[1:]) for k, v in text.items()}
+    velocity, _ = predict_velocity(pipe, x_t, None, one, sigmas, sigmas, fps=fps)
+    return ((velocity - target) ** 2).mean(dim=(1, 2, 3, 4)).tolist()
