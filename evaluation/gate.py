@@ -57,7 +57,7 @@ def judge(scores: dict[str, float], gate: GateConfig) -> Verdict:
             (
                 "denoising",
                 f"held-out denoising error change (adapter − base) CI lower bound ≤ {bound:g}",
-                None if low is None else low <= bound,
+                _le(low, bound),
                 f"held-out denoising error rose from {scores.get('denoise_error_base', 0):.4f} "
                 f"to {scores.get('denoise_error_adapter', 0):.4f} (CI lower bound of the change "
                 f"{low or 0:.4f} > {bound:g}): the adapter predicts the reference clips worse "
