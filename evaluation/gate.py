@@ -39,7 +39,8 @@ def judge(scores: dict[str, float], gate: GateConfig) -> Verdict:
             f"prior preservation ≥ {gate.min_prior_preservation:g}",
             _ge(scores.get("prior_preservation"), gate.min_prior_preservation),
             f"prior preservation {scores.get('prior_preservation', 0):.4f} is below "
-            f"{gate.min_prior_preservation:g}: the adapter changes what the class looks like",
+            f"{gate.min_prior_preservation:g}: the adapter changes what the base draws without "
+            "the subject",
         ),
         (
             "no_copying",
