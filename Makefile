@@ -28,10 +28,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-# the dataset report is checked in headless Chromium (Debian's package; root on CI machines)
+# the dataset report is checked in headless Chromium, the registry's reflinked store on a
+# loop-mounted XFS image (Debian's packages; root on CI machines)
 test: lint
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
 		|| echo "chromium unavailable: the report test will say so"
+	command -v mkfs.xfs >/dev/null || apt-get install -y -q xfsprogs \
+		|| echo "xfsprogs unavailable: the reflink tests will say so"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # every bench/bench_*.py side by side: one table of ratios, also written to docs/benchmarks.md

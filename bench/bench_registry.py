@@ -7,6 +7,7 @@ recorded digests, upload, model version) then `pull --format comfyui` (copy hash
 written, size + sha256 check, atomic rename). Baseline: `shutil.copy` of both files into a
 store folder, then of the ComfyUI file out of it. Same run, same page cache, best of 4, each
 starting after a sync (not timed) so neither pays for the other's write-back.
+LTX_LORA_BENCH_DIR measures on another filesystem, e.g. one with reflinks (XFS, btrfs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from registry.register import LINK_ENV
 from stagekit.hashing import sha256_file
 
 SIZE_ENV = "LTX_LORA_BENCH_MB"
+DIR_ENV = "LTX_LORA_BENCH_DIR"
 REPEATS = 4
 
 
@@ -34,7 +36,9 @@ def run() -> list[Result]:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mb = int(os.environ.get(SIZE_ENV, "400"))
-    with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
+    # LTX_LORA_BENCH_DIR: where to measure, e.g. on a filesystem with reflinks (XFS, btrfs)
+    where = os.environ.get(DIR_ENV) or None
+    with tempfile.TemporaryDirectory(prefix="bench-registry-", dir=where) as tmp:
         root = Path(tmp)
         train = _train_dir(root / "train", mb)
         template = _template_db(root / "template")
@@ -54,7 +58,7 @@ def run() -> list[Result]:
                 with _linking(key == "link"):
                     times[key].append(fn(out))
                 shutil.rmtree(out)
-    note = f"2 layouts x {mb} MB; pull hashes every byte"
+    note = f"2 layouts x {mb} MB; pull hashes every byte" + (f"; in {where}" if where else "")
     return [
         Result(
             name=f"registry register+pull {mb}MB",

@@ -7,6 +7,7 @@ hashing is what registering and pulling cost. Training already hashes every file
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -20,15 +21,37 @@ from stagekit.hashing import sha256_file
 CHUNK = 8 << 20  # large enough that a chunk's hand-off costs nothing next to its copy
 
 
+FICLONE = 0x40049409  # linux/fs.h: make a file share another's extents, copy-on-write
+
+
+def clone(src: Path, dst: Path) -> bool:
+    """Make `dst` a reflink of `src` (XFS, btrfs, bcachefs, OCFS2): no bytes are copied, yet the
+    two are separate files: a later write to either leaves the other as it was. False where the
+    filesystem cannot (ext4, tmpfs, across filesystems); `dst` is then left empty."""
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+        return _clone_fd(fin.fileno(), fout.fileno())
+
+
+def _clone_fd(fin: int, fout: int) -> bool:
+    try:
+        fcntl.ioctl(fout, FICLONE, fin)
+    except OSError:
+        return False
+    return True
+
+
 def copy_hashed(src: Path, dst: Path, chunk: int = CHUNK) -> tuple[str, int]:
     """Copy `src` to `dst` and return (sha256, bytes) of what `dst` now holds.
 
-    The kernel copies each chunk (sendfile: no pass through Python buffers); a helper thread then
-    reads that chunk back from `dst` (from the page cache) and hashes it while the kernel copies
-    the next one. The digest is of the written bytes, and the copy costs about as long as the hash
-    alone. Where the kernel cannot copy between these files, a read/hash/write loop does it."""
+    Where the filesystem has reflinks, `dst` is a clone and is then hashed. Else the kernel copies
+    each chunk (sendfile: no pass through Python buffers) and a helper thread reads that chunk
+    back from `dst` (from the page cache) and hashes it while the kernel copies the next one: the
+    digest is of the written bytes, and the copy costs about as long as the hash alone. Where the
+    kernel cannot copy between these files, a read/hash/write loop does it."""
     digest = hashlib.sha256()
     with open(src, "rb", buffering=0) as fin, open(dst, "w+b", buffering=0) as fout:
+        if _clone_fd(fin.fileno(), fout.fileno()):
+            return hashlib.file_digest(fout, "sha256").hexdigest(), os.fstat(fout.fileno()).st_size
         try:
             total = _kernel_copy_hashed(fin.fileno(), fout.fileno(), digest, chunk)
         except OSError:  # e.g. a filesystem without sendfile between files: start over

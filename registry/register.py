@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry.digest import clone
 from registry.inputs import (
     ADAPTER_DIR,
     ADAPTER_FILE,
@@ -403,18 +404,20 @@ def _is_adapter_file(rel: str) -> bool:
 
 
 def _link_or_copy(src: Path, dest: Path, *, link: bool) -> None:
-    """A kernel-side copy; with LINK_ENV=1 a hard link for adapter files where the filesystem
-    allows. Not the default: the training folder's file and the stored artifact are then one
-    file, and `cp other.safetensors adapter/…` (which rewrites in place) would change the
-    registered version too. Pulls would refuse it (every byte is checked), but the version's
-    bytes would be gone. Opt in where training folders are never written to by hand."""
+    """A reflink where the filesystem has them (XFS, btrfs: no bytes copied, still a separate
+    file), else a kernel-side copy; with LINK_ENV=1 a hard link for adapter files where the
+    filesystem allows. Hard links are not the default: the training folder's file and the stored
+    artifact are then one file, and `cp other.safetensors adapter/…` (which rewrites in place)
+    would change the registered version too. Pulls would refuse it (every byte is checked), but
+    the version's bytes would be gone. Opt in where training folders are never written by hand."""
     if link and os.environ.get(LINK_ENV, "") in ("1", "true"):
         try:
             os.link(src, dest)
             return
         except OSError:  # another filesystem, no hard links there, or not permitted
             pass
-    shutil.copyfile(src, dest)
+    if not clone(src, dest):
+        shutil.copyfile(src, dest)
 
 
 def _artifact_sizes(client: MlflowClient, run_id: str, path: str | None = None) -> dict[str, int]:
