@@ -34,6 +34,7 @@ test: lint
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
 		|| echo "chromium unavailable: the report test will say so"
 	command -v mkfs.xfs >/dev/null || apt-get install -y -q xfsprogs \
+		|| (apt-get update -q && apt-get install -y -q xfsprogs) \
 		|| echo "xfsprogs unavailable: the reflink tests will say so"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
