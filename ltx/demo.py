@@ -96,31 +96,16 @@ def _text_encoder() -> Any:
 
 def build_components(seed: int = 0) -> dict[str, Any]:
     """Every `LTX2Pipeline` component at its initial (untrained, seeded) weights."""
-    from diffusers import (
-        AutoencoderKLLTX2Audio,
-        AutoencoderKLLTX2Video,
-        FlowMatchEulerDiscreteScheduler,
-        LTX2VideoTransformer3DModel,
-    )
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from diffusers import LTX2VideoTransformer3DModel
 
-    builders = {
-        "text_encoder": _text_encoder,
-        "connectors": lambda: LTX2TextConnectors(**CONNECTORS_CONFIG),
-        "transformer": lambda: LTX2VideoTransformer3DModel(**TRANSFORMER_CONFIG),
-        "vae": lambda: AutoencoderKLLTX2Video(**VAE_CONFIG),
-        "audio_vae": lambda: AutoencoderKLLTX2Audio(**tiny.AUDIO_VAE_CONFIG),
-        "vocoder": lambda: LTX2Vocoder(**tiny.VOCODER_CONFIG),
-    }
-    components: dict[str, Any] = {}
-    with torch.random.fork_rng(devices=[]):  # never move the caller's RNG stream
-        for i, (name, build) in enumerate(builders.items()):
-            torch.manual_seed(seed * 1000 + i)
-            components[name] = build().eval()
-    components["tokenizer"] = build_tokenizer()
-    components["scheduler"] = FlowMatchEulerDiscreteScheduler(**tiny.SCHEDULER_CONFIG)
-    return components
+    return tiny.seeded_components(
+        seed,
+        text_encoder=_text_encoder,
+        transformer=lambda: LTX2VideoTransformer3DModel(**TRANSFORMER_CONFIG),
+        connectors=CONNECTORS_CONFIG,
+        vae=VAE_CONFIG,
+        tokenizer=build_tokenizer(),
+    )
 
 
 # ------------------------------------------------------------------------------- weights file

@@ -8,6 +8,7 @@ The sizing rules that tie the components together are written next to each confi
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,27 @@ def _transformer() -> Any:
 
 def build_tiny_components(seed: int) -> dict[str, Any]:
     """All LTX2Pipeline components, each initialised from its own seed derived from `seed`."""
+    return seeded_components(
+        seed,
+        text_encoder=_text_encoder,
+        transformer=_transformer,
+        connectors=CONNECTORS_CONFIG,
+        vae=VAE_CONFIG,
+        tokenizer=build_tokenizer(),
+    )
+
+
+def seeded_components(
+    seed: int,
+    *,
+    text_encoder: Callable[[], Any],
+    transformer: Callable[[], Any],
+    connectors: dict[str, Any],
+    vae: dict[str, Any],
+    tokenizer: Any,
+) -> dict[str, Any]:
+    """Every LTX2Pipeline component: the models built in a fixed order, each from its own seed
+    (`seed * 1000 + position`), the audio path, scheduler and vocoder of the tiny model."""
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
@@ -242,10 +264,10 @@ def build_tiny_components(seed: int) -> dict[str, Any]:
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
 
     builders = {
-        "text_encoder": _text_encoder,
-        "connectors": lambda: LTX2TextConnectors(**CONNECTORS_CONFIG),
-        "transformer": _transformer,
-        "vae": lambda: AutoencoderKLLTX2Video(**VAE_CONFIG),
+        "text_encoder": text_encoder,
+        "connectors": lambda: LTX2TextConnectors(**connectors),
+        "transformer": transformer,
+        "vae": lambda: AutoencoderKLLTX2Video(**vae),
         "audio_vae": lambda: AutoencoderKLLTX2Audio(**AUDIO_VAE_CONFIG),
         "vocoder": lambda: LTX2Vocoder(**VOCODER_CONFIG),
     }
@@ -255,7 +277,7 @@ def build_tiny_components(seed: int) -> dict[str, Any]:
         for i, (name, build) in enumerate(builders.items()):
             torch.manual_seed(seed * 1000 + i)
             components[name] = build().eval()
-    components["tokenizer"] = build_tokenizer()
+    components["tokenizer"] = tokenizer
     components["scheduler"] = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
     return components
 
