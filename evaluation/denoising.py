@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stagekit.files import read_json, write_json
-from stagekit.hashing import sha256_file, sha256_json
+from stagekit.hashing import sha256_json
 
 SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # spread over the schedule: coarse layout to fine detail
 DENOISE_VERSION = 1  # bump when the errors change meaning, so cached ones are not reused
@@ -30,19 +30,19 @@ def cached_errors(
     cache_dir: Path,
     model_hash: str,
     sides: dict[str, tuple[Path | None, str | None]],
-    references: list[Path],
+    references: dict[Path, str],
     prompts: list[str],
     size: tuple[int, int, int],
     fps: float,
     load_pipe: Callable[[], Any],
 ) -> dict[str, Errors] | None:
     """side -> errors, each side cached by everything that determines it (the base's are shared
-    by every adapter); the pipeline loads only when a side is missing. None when no reference
-    clip has `size[2]` frames."""
+    by every adapter); the pipeline loads only when a side is missing. `references`: clip ->
+    its sha256. None when no reference clip has `size[2]` frames."""
     from ltx.sampling import read_clip
 
     common = {"v": DENOISE_VERSION, "model": model_hash, "prompts": prompts, "sigmas": SIGMAS}
-    common |= {"references": [sha256_file(p) for p in references], "size": size, "fps": fps}
+    common |= {"references": list(references.values()), "size": size, "fps": fps}
     files = {
         side: cache_dir / "denoising" / f"{sha256_json({**common, 'adapter': sha})[:32]}.json"
         for side, (_, sha) in sides.items()

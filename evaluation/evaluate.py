@@ -3,7 +3,9 @@ intervals, guardrails and a gate verdict."""
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ def evaluate(
     references = reference_clips(reference_dir, curated_dir)
     training = curated_clips(curated_dir, "train")
     mhash = model_hash(model_path)
+    ref_hashes = {p: sha256_file(p) for p in references}
     adapter_sha = sha256_file(adapter)
     sides = {"base": (None, None), "adapter": (adapter, adapter_sha)}
     if champion is not None and sha256_file(champion) != adapter_sha:  # not itself
@@ -66,7 +69,7 @@ def evaluate(
             "v": EVAL_VERSION,
             "sides": {k: sha for k, (_, sha) in sides.items()},
             "model": mhash,
-            "references": [sha256_file(p) for p in references],
+            "references": list(ref_hashes.values()),
             "training": [sha256_file(p) for p in training],
             "config": cfg.model_dump(),
             "suite": [(p.text, p.group) for p in suite.prompts] + [suite.seeds],
@@ -76,13 +79,18 @@ def evaluate(
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
 
-    pipe = _PipeOnce(model_path, model_cfg.dtype)
+    @functools.cache
+    def pipe() -> Any:  # loaded once, and only if a render or a denoising side is missing
+        from ltx.loading import load_pipeline
+
+        return load_pipeline(model_path, model_cfg.dtype)
+
     samples = _render(suite, sides, mhash, pipe, cfg, cache_dir)
     store = FeatureStore(cfg.features, cache_dir)
     if store.backend("image") is None:
         raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
     scored = score(samples, references, training, store, cfg)
-    _denoising(scored, pipe, sides, references, suite, cfg, (cache_dir, mhash))
+    _denoising(scored, pipe, sides, ref_hashes, suite, cfg, (cache_dir, mhash))
     verdict = judge(scored.scores, cfg.gate)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
@@ -99,25 +107,11 @@ def evaluate(
     return {**record, "skipped": False}
 
 
-class _PipeOnce:
-    """The pipeline, loaded on first call only (renders may all be cached)."""
-
-    def __init__(self, model_path: Path, dtype: str) -> None:
-        self.model_path, self.dtype, self.pipe = model_path, dtype, None
-
-    def __call__(self) -> Any:
-        if self.pipe is None:
-            from ltx.loading import load_pipeline
-
-            self.pipe = load_pipeline(self.model_path, self.dtype)
-        return self.pipe
-
-
 def _render(
     suite: Suite,
     sides: dict[str, tuple[Path | None, str | None]],
     mhash: str,
-    load_pipe: _PipeOnce,
+    load_pipe: Callable[[], Any],
     cfg: EvaluationConfig,
     cache_dir: Path,
 ) -> list[Sample]:
@@ -144,9 +138,9 @@ def _render(
 
 def _denoising(
     out: Scored,
-    load_pipe: _PipeOnce,
+    load_pipe: Callable[[], Any],
     sides: dict[str, tuple[Path | None, str | None]],
-    references: list[Path],
+    references: dict[Path, str],
     suite: Suite,
     cfg: EvaluationConfig,
     cache: tuple[Path, str],
