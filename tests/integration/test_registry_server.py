@@ -196,20 +196,26 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_eight_processes_registering_at_once_get_eight_distinct_versions(server, tmp_path):
-    as_user("acme")
+def run_script(script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python -c script args…` from the repository, telemetry off; asserts it succeeded."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for i in range(8):
-        make_train_dir(tmp_path / f"t{i}", seed=100 + i)
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, server["url"], str(tmp_path), "8"],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=REPO,
-        timeout=180,
+        timeout=timeout,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_eight_processes_registering_at_once_get_eight_distinct_versions(server, tmp_path):
+    as_user("acme")
+    for i in range(8):
+        make_train_dir(tmp_path / f"t{i}", seed=100 + i)
+    run_script(WORKER, server["url"], str(tmp_path), "8", timeout=180)
 
     rows = [(tmp_path / f"result{i}").read_text().split() for i in range(8)]
     assert sorted(int(r[0]) for r in rows) == list(range(1, 9))  # none lost, none twice
@@ -245,17 +251,8 @@ SKINNY_PULL = textwrap.dedent(
 def test_pull_from_the_server_with_mlflow_skinny_only_then_refuse_a_tampered_file(server, tmp_path):
     as_user("acme")
     reg = register(server["url"], "acme.skinny", tmp_path, 7)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
     dest = tmp_path / "loras"
-    out = subprocess.run(
-        [sys.executable, "-c", SKINNY_PULL, server["url"], str(dest), "comfyui"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script(SKINNY_PULL, server["url"], str(dest), "comfyui", timeout=120)
     version, sha = out.stdout.strip().splitlines()[-1].split()
     pulled = dest / "acme.skinny.safetensors"
     assert version == "1" and pulled.is_file()

@@ -24,7 +24,6 @@ from ltx.encode import (
 from ltx.forward import connect_text
 from ltx.loading import load_components, load_pipeline
 from ltx.sampling import text_max_length
-from ltx.tiny import save_tiny_model
 from stagekit.errors import UserError
 
 # librosa 0.11.0 `filters.mel(sr=16000, n_fft=1024, n_mels=16, norm="slaney")`, [freq, mel]
@@ -37,13 +36,6 @@ LIBROSA_MEL_16 = {
     (310, 13): 0.0008931035408750176,
     (470, 15): 0.0004001679189968854,
 }
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,6 @@ from ltx.encode import encode_prompts
 from ltx.forward import noisy_latents, predict_velocity
 from ltx.loading import load_components, load_pipeline
 from ltx.sampling import guidance_kwargs, text_max_length
-from ltx.tiny import save_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")

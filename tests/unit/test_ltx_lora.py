@@ -21,15 +21,7 @@ from ltx.lora import (
     target_modules,
 )
 from ltx.lora_keys import to_comfyui
-from ltx.tiny import save_tiny_model
 from stagekit.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=0)
-    return path
 
 
 def _transformer(model_dir: Path) -> torch.nn.Module:

@@ -17,16 +17,8 @@ from ltx.lora import (
     comfyui_adapter,
     count_lora_parameters,
 )
-from ltx.tiny import save_tiny_model
 from stagekit.errors import UserError
 from tests.unit.test_ltx_lora import _forward, _randomize_lora
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=0)
-    return path
 
 
 def _adapted(model_dir: Path, kind: str, rank: int = 4, alpha: float = 8.0) -> torch.nn.Module:

@@ -13,19 +13,11 @@ from ltx.loading import load_components, load_pipeline
 from ltx.lora import adapter_state_dict, add_lora
 from ltx.lora_keys import to_comfyui
 from ltx.sampling import Clip, generate, read_clip, write_clip
-from ltx.tiny import save_tiny_model
 from stagekit.errors import UserError
 
 # Small and without CFG (one transformer pass a step): each test makes several clips.
 SIZE = {"width": 64, "height": 64, "frames": 9, "fps": 24.0, "steps": 2, "guidance_scale": 1.0}
 CFG = {**SIZE, "guidance_scale": 3.0}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")
