@@ -13,12 +13,13 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps ltx-core==1.0.0
 	touch $@
 
 # After changing dependencies in pyproject.toml: re-pin every package that .venv holds.
 lock: setup
 	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-		| sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
+		| grep -v "^ltx-core==" | sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 run: setup
 	$(BIN)/ltx-lora run $(ARGS)

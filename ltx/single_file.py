@@ -1,12 +1,13 @@
-"""The official single-file LTX-2 checkpoint (`model.diffusion_model.*`, `vae.*`, `audio_vae.*`,
-`text_embedding_projection.*`, `vocoder.*` keys in one safetensors file), loaded with a *local*
-config folder (never the hub).
+"""The official LTX-2 file layouts (`model.diffusion_model.*`, `vae.*`, `audio_vae.*`,
+`text_embedding_projection.*`, `vocoder.*` keys: one file for 2.0 and 2.3, one per component for
+2.5), read into the diffusers classes with a config that never comes from the hub.
 
-diffusers 0.42.1 maps the transformer, the video VAE and the audio VAE from that layout; for the
-text connectors and the vocoder it has no mapping, so ours is below (`OWN_MAPPINGS`), derived
-from the module structure of `LTX2TextConnectors` / `LTX2Vocoder` and the renames of diffusers'
-own conversion script. The Gemma-3 text encoder and its tokenizer are not in the file: they come
-from a local folder.
+One direction is written down, diffusers key -> official key (`official_key`), derived from the
+module structure and the renames of diffusers' `scripts/convert_ltx2_to_diffusers.py`; loading
+inverts it against the model's own keys, so a key is either matched, missing or left over, and
+all three are checked. diffusers 0.42.1's single-file converters lack the LTX-2.3 renames
+(`prompt_adaln_single`, the VAE's four-stage decoder), so none of them is used. The Gemma text
+encoder and its tokenizer come from a folder (2.0, 2.3) or their own file (2.5).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ SINGLE_FILE_COMPONENTS = {
     "audio_vae": "AutoencoderKLLTX2Audio",
     "connectors": "LTX2TextConnectors",
     "vocoder": "LTX2Vocoder",
+}
+# The classes whose official layout is mapped (the first is the default).
+COMPONENT_CLASSES = {
+    **{name: (cls,) for name, cls in SINGLE_FILE_COMPONENTS.items()},
+    "vocoder": ("LTX2Vocoder", "LTX2VocoderWithBWE"),  # 2.0; 2.3+ (bandwidth extension)
 }
 TRANSFORMER_PREFIX = "model.diffusion_model."
 PROJECTION_PREFIX = "text_embedding_projection."
@@ -51,16 +57,27 @@ VOCODER_SEGMENTS = {
     "resnets": "resblocks",
     "conv_in": "conv_pre",
     "conv_out": "conv_post",
+    "act_out": "act_post",  # 2.3+: the anti-aliased activations of LTX2VocoderWithBWE
 }
-_CONNECTOR_SEGMENTS_BACK = {v: k for k, v in CONNECTOR_SEGMENTS.items()}
-_PROJECTIONS_BACK = {v: k for k, v in PROJECTIONS.items()}
-_VOCODER_SEGMENTS_BACK = {v: k for k, v in VOCODER_SEGMENTS.items()}
+_CONNECTOR_PREFIXES = (
+    TRANSFORMER_PREFIX + "video_embeddings_connector.",
+    TRANSFORMER_PREFIX + "audio_embeddings_connector.",
+)
+_OWNERS = (
+    (TRANSFORMER_PREFIX, "transformer"),
+    ("vae.", "vae"),
+    ("audio_vae.", "audio_vae"),
+    (VOCODER_PREFIX, "vocoder"),
+)
+# Official keys diffusers has no place for: the VAE's unused statistics (the converter drops
+# them as well).
+IGNORED = re.compile(r"^vae\.per_channel_statistics\.(channel|mean-of-stds)")
 
 
 def load_single_file(checkpoint: Path, config_dir: Path, name: str, dtype: str = "float32") -> Any:
     """One of `SINGLE_FILE_COMPONENTS` from the official checkpoint, sized by the local
     diffusers config in `config_dir/<name>/config.json`."""
-    import diffusers
+    import json
 
     checkpoint, config_dir = Path(checkpoint), Path(config_dir)
     if name not in SINGLE_FILE_COMPONENTS:
@@ -70,111 +87,119 @@ def load_single_file(checkpoint: Path, config_dir: Path, name: str, dtype: str =
             raise UserError(
                 f"missing {needed}: the single-file loader needs it (nothing is downloaded)"
             )
-    if name in OWN_MAPPINGS:
-        return _load_own_mapping(checkpoint, config_dir / name, name, dtype)
-    cls = getattr(diffusers, SINGLE_FILE_COMPONENTS[name])
-    if not hasattr(cls, "from_single_file"):  # the audio VAE in 0.42.1: mapping, no mixin
-        return _load_mapped(cls, checkpoint, config_dir / name, name, dtype)
-    model = cls.from_single_file(
-        str(checkpoint),
-        config=str(config_dir),
-        subfolder=name,
-        local_files_only=True,
-        torch_dtype=torch_dtype(dtype),
-    )
-    return model.eval()
+    config = json.loads((config_dir / name / "config.json").read_text())
+    return load_official([checkpoint], config, name, dtype, where=config_dir / name)
 
 
-def _load_mapped(cls: Any, checkpoint: Path, config_dir: Path, name: str, dtype: str) -> Any:
-    """What `from_single_file` does, by hand: the component's keys through diffusers' own
-    mapping function, into a model built from the local config, every key required."""
-    from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
-    from safetensors import safe_open
+def load_official(
+    files: list[Path], config: dict[str, Any], name: str, dtype: str, where: object = "config"
+) -> Any:
+    """Component `name` built from its diffusers `config` with the weights of the official
+    `files` (each key through `official_key`, inverted against the model's own keys). Strict:
+    a key missing, left over or of another shape is an error naming the file."""
+    from accelerate import init_empty_weights
 
-    convert = SINGLE_FILE_LOADABLE_CLASSES[cls.__name__]["checkpoint_mapping_fn"]
-    with safe_open(str(checkpoint), "pt") as f:
-        sd = {k: f.get_tensor(k) for k in f.keys() if k.startswith(f"{name}.")}  # noqa: SIM118
-    model = cls.from_config(cls.load_config(str(config_dir)))
-    model.load_state_dict(convert(sd), strict=True)
+    cls = component_class(name, config, where)
+    with init_empty_weights():  # a 19 B transformer is never allocated twice
+        model = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    wanted = {official_key(name, k): k for k in model.state_dict()}
+    sd = _read_component(files, name, wanted, where)
+    _check_shapes(model, sd, files, name)
+    model.load_state_dict(sd, strict=True, assign=True)
     return model.to(torch_dtype(dtype)).eval()
 
 
-def _load_own_mapping(checkpoint: Path, config_dir: Path, name: str, dtype: str) -> Any:
-    """Connectors or vocoder: the checkpoint's keys through our mapping into a model built from
-    the local config. Strict: a key missing from the file, or left over, is an error."""
+def _read_component(
+    files: list[Path], name: str, wanted: dict[str, str], where: object
+) -> dict[str, Any]:
     from safetensors import safe_open
 
-    cls = _component_class(name, config_dir)
-    with safe_open(str(checkpoint), "pt") as f:
-        sd = {}
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-            ours = OWN_MAPPINGS[name](key)
-            if ours is not None:
-                sd[ours] = f.get_tensor(key)
-    model = cls.from_config(cls.load_config(str(config_dir)))
-    wanted = set(model.state_dict())
-    missing, extra = sorted(wanted - set(sd)), sorted(set(sd) - wanted)
+    sd: dict[str, Any] = {}
+    extra: list[str] = []
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                official = normalise_key(key)
+                if owner(official) != name or IGNORED.search(official):
+                    continue
+                if official in wanted:
+                    sd[wanted[official]] = f.get_tensor(key)
+                else:
+                    extra.append(_strip(official))
+    missing = sorted(_strip(o) for o, k in wanted.items() if k not in sd)
     if missing or extra:
         raise UserError(
-            f"{checkpoint} does not fit {config_dir}/config.json for the {name}: "
+            f"{', '.join(str(p) for p in files)} does not fit {where} for the {name}: "
             + (f"missing {_some(missing)}" if missing else "")
             + ("; " if missing and extra else "")
-            + (f"unexpected {_some(extra)}" if extra else "")
+            + (f"unexpected {_some(sorted(extra))}" if extra else "")
             + " (is it the checkpoint of the same LTX-2 version?)"
         )
-    model.load_state_dict(sd, strict=True)
-    wanted_dtype = torch_dtype(dtype)
-    return (model if model.dtype == wanted_dtype else model.to(wanted_dtype)).eval()
+    return sd
 
 
-def _component_class(name: str, config_dir: Path) -> Any:
-    """The diffusers class for `name`; the local config's `_class_name` must agree, since only
-    these classes' layouts are mapped (not LTX-2.3's `LTX2VocoderWithBWE`)."""
-    import json
+def _check_shapes(model: Any, sd: dict[str, Any], files: list[Path], name: str) -> None:
+    own = model.state_dict()
+    for key, value in sd.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise UserError(
+                f"{files[0]}: {official_key(name, key)} is {list(value.shape)}, the {name} "
+                f"config expects {list(own[key].shape)} (another LTX version or size?)"
+            )
 
+
+def _strip(official: str) -> str:
+    """An official key without its component prefix, as error messages show it."""
+    for prefix in (TRANSFORMER_PREFIX, "vae.", "audio_vae.", VOCODER_PREFIX):
+        if official.startswith(prefix):
+            return official.removeprefix(prefix)
+    return official
+
+
+def component_class(name: str, config: dict[str, Any], where: object = "config") -> Any:
+    """The diffusers class of component `name`; the config's `_class_name` must be one whose
+    official layout is mapped here."""
+    import diffusers
     from diffusers.pipelines import ltx2
     from diffusers.pipelines.ltx2 import vocoder
 
-    expected = SINGLE_FILE_COMPONENTS[name]
-    found = json.loads((config_dir / "config.json").read_text()).get("_class_name", expected)
-    if found != expected:
+    allowed = COMPONENT_CLASSES[name]
+    found = config.get("_class_name", allowed[0])
+    if found not in allowed:
         raise UserError(
-            f"{config_dir}/config.json is a {found}: single-file loading maps only {expected}; "
-            f"load the {name} from a diffusers folder instead"
+            f"{where} is a {found}: the official layout maps only {' / '.join(allowed)} for "
+            f"the {name}; load it from a diffusers folder instead"
         )
-    return getattr(ltx2, expected, None) or getattr(vocoder, expected)
+    for module in (diffusers, ltx2, vocoder):
+        if hasattr(module, found):
+            return getattr(module, found)
+    raise UserError(f"diffusers has no {found}")
 
 
 def _some(keys: list[str]) -> str:
     return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
-def connectors_key(official: str) -> str | None:
-    """Official key -> `LTX2TextConnectors` key; None for keys of other components."""
-    if official.startswith(PROJECTION_PREFIX):
-        head, _, rest = official.removeprefix(PROJECTION_PREFIX).partition(".")
-        ours = _PROJECTIONS_BACK.get(head)
-        return f"{ours}.{rest}" if ours else None
-    inner = official.removeprefix(TRANSFORMER_PREFIX)
-    if inner == official or not inner.startswith(
-        ("video_embeddings_connector.", "audio_embeddings_connector.")
-    ):
-        return None
-    return _rename(inner, _CONNECTOR_SEGMENTS_BACK)
+def owner(official: str) -> str | None:
+    """Which component an official key belongs to (None: another part of the file)."""
+    if official.startswith(PROJECTION_PREFIX) or official.startswith(_CONNECTOR_PREFIXES):
+        return "connectors"
+    for prefix, name in _OWNERS:
+        if official.startswith(prefix):
+            return name
+    return None
 
 
-def vocoder_key(official: str) -> str | None:
-    """Official key -> `LTX2Vocoder` key; None for keys of other components."""
-    if not official.startswith(VOCODER_PREFIX):
-        return None
-    return _rename(official.removeprefix(VOCODER_PREFIX), _VOCODER_SEGMENTS_BACK)
+def normalise_key(key: str) -> str:
+    """Standalone VAE files (LTX-2.5's `vae/`) may carry bare keys: give them the `vae.`
+    prefix the single file uses, so one mapping serves both."""
+    if key.startswith(("encoder.", "decoder.", "per_channel_statistics.")):
+        return "vae." + key
+    return key
 
 
 def _rename(key: str, table: dict[str, str]) -> str:
     return ".".join(table.get(segment, segment) for segment in key.split("."))
-
-
-OWN_MAPPINGS = {"connectors": connectors_key, "vocoder": vocoder_key}
 
 
 def to_official(components: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +264,14 @@ def _connectors_official_key(key: str) -> str:
 
 
 def _vocoder_official_key(key: str) -> str:
+    # the BWE's anti-aliasing low-pass is a module of its own in the official code
+    key = key.replace(".downsample.filter", ".downsample.lowpass.filter")
     return VOCODER_PREFIX + _rename(key, VOCODER_SEGMENTS)
+
+
+def official_key(name: str, key: str) -> str:
+    """The official name of component `name`'s diffusers state-dict key `key`."""
+    return _OFFICIAL_KEY[name](key)
 
 
 _OFFICIAL_KEY = {

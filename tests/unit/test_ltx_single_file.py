@@ -1,6 +1,5 @@
-"""The official single-file layout: the tiny model saved in it loads back through diffusers'
-single-file loaders (transformer, VAEs) and our own mappings (connectors, vocoder) with a local
-config, weight for weight and output for output."""
+"""The official single-file layout: the tiny model saved in it loads back through our key
+mapping with a local config, weight for weight and output for output."""
 
 from __future__ import annotations
 
@@ -105,12 +104,12 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_keys(
     broken = tmp_path / "broken.safetensors"
     save_file(sd, broken)
     with pytest.raises(
-        UserError, match=r"missing conv_out\.bias; unexpected upsamplers\.9\.weight"
+        UserError, match=r"missing conv_post\.bias; unexpected ups\.9\.weight"
     ):
         load_single_file(broken, model, "vocoder")
 
     other = tmp_path / "cfg"
     (other / "vocoder").mkdir(parents=True)
-    (other / "vocoder" / "config.json").write_text('{"_class_name": "LTX2VocoderWithBWE"}')
-    with pytest.raises(UserError, match="maps only LTX2Vocoder"):
+    (other / "vocoder" / "config.json").write_text('{"_class_name": "LTX2DurationHead"}')
+    with pytest.raises(UserError, match="maps only LTX2Vocoder / LTX2VocoderWithBWE"):
         load_single_file(checkpoint, other, "vocoder")
