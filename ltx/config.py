@@ -8,13 +8,17 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ModelConfig(BaseModel):
-    """Which LTX-2 base model to use and how to load it. Never downloads: `path` is local."""
+    """Which LTX-2 base model to use and how to load it. Never downloads: paths are local."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    source: Literal["tiny", "demo", "diffusers"]
-    ltx_version: str = "2.0"
-    path: str | None = None  # diffusers folder (source=diffusers)
+    # tiny/demo: built here; diffusers: a diffusers folder; official: Lightricks' own files
+    # (the 2.0/2.3 single checkpoint, or 2.5's folder of per-component files)
+    source: Literal["tiny", "demo", "diffusers", "official"]
+    ltx_version: Literal["2.0", "2.3", "2.5"] = "2.0"  # ltx.versions.SUPPORTED
+    path: str | None = None  # the diffusers folder, official checkpoint or 2.5 folder
+    text_encoder_path: str | None = None  # Gemma 3 folder beside a 2.0/2.3 checkpoint
+    config_dir: str | None = None  # component configs (<name>/config.json) for other sizes
     seed: int = 0  # weights seed (source=tiny)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -27,32 +27,57 @@ NO_WEIGHTS = {"scheduler", "tokenizer", "processor"}
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
-def tiny_model_dirname(seed: int) -> str:
-    """`tiny-seed<seed>-<hash of the tiny spec>[:12]`: a spec change gets a new folder."""
+def tiny_model_dirname(seed: int, version: str = "2.0") -> str:
+    """`tiny-seed<seed>-<hash of the tiny spec>[:12]` (`tiny<version>-…` for 2.3+): a spec
+    change gets a new folder."""
     from ltx.tiny import tiny_spec
 
-    return f"tiny-seed{seed}-{sha256_json(tiny_spec())[:12]}"
+    if version == "2.0":
+        return f"tiny-seed{seed}-{sha256_json(tiny_spec())[:12]}"
+    return f"tiny{version}-seed{seed}-{sha256_json(tiny_spec(version=version))[:12]}"
 
 
 def ensure_model(cfg: ModelConfig, models_dir: Path) -> Path:
     """The local diffusers folder of `cfg`'s model; builds the tiny model on first use."""
     if cfg.source == "tiny":
-        return _ensure_tiny(cfg.seed, Path(models_dir))
+        return _ensure_tiny(cfg.seed, Path(models_dir), cfg.ltx_version)
     if cfg.source == "demo":
         return _ensure_demo(Path(models_dir))
     if not cfg.path:
         raise UserError(
-            f"model '{cfg.name}': source=diffusers needs model.path=<local diffusers folder>"
+            f"model '{cfg.name}': source={cfg.source} needs model.path=<local "
+            + ("diffusers folder>" if cfg.source == "diffusers" else "checkpoint or folder>")
         )
     path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise UserError(f"model.path {path} does not exist (nothing is downloaded)")
+    if cfg.source == "official":
+        from ltx.official import ensure_official
+
+        return ensure_official(cfg, Path(models_dir))
     check_model_folder(path)
+    _check_folder_version(path, cfg.ltx_version)
     return path
 
 
-def _ensure_tiny(seed: int, models_dir: Path) -> Path:
+def _check_folder_version(path: Path, configured: str) -> None:
+    """A diffusers folder of another version than the config names is refused."""
+    from ltx.versions import check_version
+
+    config = json.loads((path / "transformer" / "config.json").read_text())
+    if config.get("use_keyframes_abs_pos_embedding"):
+        found = "2.5"
+    elif config.get("gated_attn"):
+        found = "2.3"
+    else:
+        found = "2.0"
+    check_version(configured, found, path / "transformer" / "config.json")
+
+
+def _ensure_tiny(seed: int, models_dir: Path, version: str = "2.0") -> Path:
     from ltx.tiny import save_tiny_model
 
-    dest = models_dir / tiny_model_dirname(seed)
+    dest = models_dir / tiny_model_dirname(seed, version)
     if (dest / MODEL_INDEX).is_file():
         return dest
     # The lock makes parallel workers (torchrun, multirun) build once and never swap the folder
@@ -60,7 +85,10 @@ def _ensure_tiny(seed: int, models_dir: Path) -> Path:
     with _file_lock(models_dir / f".{dest.name}.lock"):
         if not (dest / MODEL_INDEX).is_file():
             with atomic_dir(dest) as tmp:
-                save_tiny_model(tmp, seed)
+                if version == "2.0":
+                    save_tiny_model(tmp, seed)
+                else:
+                    save_tiny_model(tmp, seed, version=version)
     return dest
 
 
@@ -102,22 +130,28 @@ def model_index(path: Path) -> dict[str, tuple[str, str]]:
 
 def check_model_folder(path: Path) -> None:
     """Raise UserError naming the first missing file of a diffusers model folder."""
+    from ltx.official import is_official, read_view
+
     path = Path(path)
     if not (path / MODEL_INDEX).is_file():
-        raise UserError(
-            f"no {MODEL_INDEX} in {path}: model.path must be a local diffusers folder "
-            "(convert the official checkpoint with diffusers' scripts, or use model=tiny)"
+        hint = (
+            "it holds Lightricks' official files: use model.source=official (model=ltx2_3, …)"
+            if is_official(path)
+            else "model.path must be a diffusers folder, an official checkpoint with "
+            "model.source=official, or use model=demo"
         )
+        raise UserError(f"no {MODEL_INDEX} in {path}: {hint}")
+    view = read_view(path)
     for name in model_index(path):
-        _check_component(path, name)
+        _check_component(path, name, weighted=view is None or name not in view["files"])
 
 
-def _check_component(path: Path, name: str) -> None:
+def _check_component(path: Path, name: str, weighted: bool = True) -> None:
     folder = path / name
     names = CONFIG_FILES.get(name, ("config.json",))
     if not any((folder / n).is_file() for n in names):
         raise UserError(f"missing {name}/{' or '.join(names)} in model folder {path}")
-    if name in NO_WEIGHTS:
+    if name in NO_WEIGHTS or not weighted:
         return
     files = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
@@ -140,8 +174,15 @@ def load_pipeline(path: Path, dtype: str = "float32") -> Any:
     """The whole `LTX2Pipeline` from a local folder (CPU; move it with `.to(device)`)."""
     from diffusers import LTX2Pipeline
 
+    from ltx.official import read_view
+
     check_model_folder(Path(path))
-    pipe = LTX2Pipeline.from_pretrained(str(path), dtype=torch_dtype(dtype), local_files_only=True)
+    if read_view(path) is not None:  # official files: weights through their key map
+        pipe = LTX2Pipeline(**load_components(path, model_index(Path(path)), dtype))
+    else:
+        pipe = LTX2Pipeline.from_pretrained(
+            str(path), dtype=torch_dtype(dtype), local_files_only=True
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -158,6 +199,11 @@ def load_components(path: Path, names: Iterable[str], dtype: str = "float32") ->
 
 
 def _load_component(path: Path, name: str, library: str, cls_name: str, dtype: str) -> Any:
+    from ltx.official import load_view_component, read_view
+
+    view = read_view(path)
+    if view is not None and name in view["files"]:
+        return load_view_component(path, view, name, dtype)
     cls = getattr(_library_module(library), cls_name)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if name not in NO_WEIGHTS:

@@ -1,0 +1,401 @@
+"""The files users actually have: LTX-2.0 / 2.3 as one official checkpoint (plus a Gemma 3
+folder), LTX-2.5 as one file per component in ComfyUI's folders (`diffusion_models/`, `vae/`,
+`text_encoders/`, the Gemma 4 text encoder with its projection and tokenizer in one file).
+
+`ensure_official` turns them into a small *view* folder in the models directory: a diffusers
+`model_index.json`, each component's config (the version's full size, or `model.config_dir`),
+symlinks to the weight files (so `ltx.identity.model_hash` covers their bytes) and
+`official.json`, which says which files hold which component. Every stage then takes the view
+path like any diffusers folder; `ltx.loading.load_components` reads the weights through the
+official key map. Nothing is converted or copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ltx.config import ModelConfig
+from ltx.single_file import SINGLE_FILE_COMPONENTS, load_official
+from ltx.versions import SCHEDULER, Version, check_version, detect_version, get_version
+from stagekit.errors import UserError
+from stagekit.files import atomic_dir, write_json
+
+OFFICIAL_JSON = "official.json"
+WEIGHTS = "weights"
+GEMMA_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+)
+# 2.5's text-encoder file: tensors that are not Gemma weights (ltx-core gemma_assets.py)
+_TEXT_ASSETS = ("tokenizer_json", "hf_asset__")
+PROJECTION_PREFIX = "text_embedding_projection."
+
+
+def is_official(path: Path) -> bool:
+    """A single official checkpoint, or a folder in 2.5's ComfyUI layout."""
+    path = Path(path)
+    return (path.is_file() and path.suffix == ".safetensors") or (
+        path.is_dir() and (path / "diffusion_models").is_dir()
+    )
+
+
+def official_files(path: Path, version: Version) -> dict[str, list[Path]]:
+    """Component -> the official files holding its weights, for `version`'s layout."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        if version.layout != "single_file":
+            raise UserError(
+                f"{path}: {version.label} ships one file per component; set model.path to "
+                "the folder holding diffusion_models/, vae/ and text_encoders/"
+            )
+        return {name: [path] for name in SINGLE_FILE_COMPONENTS}
+    if version.layout != "split":
+        raise UserError(
+            f"{path}: {version.label} is one checkpoint file (ltx-2*.safetensors); set "
+            "model.path to that file, or model.ltx_version=2.5 for a folder of split files"
+        )
+    transformer = _one(path / "diffusion_models", "*.safetensors", "the transformer")
+    text = _one(path / "text_encoders", "*.safetensors", "the Gemma 4 text encoder")
+    audio = _one(path / "vae", "*audio*.safetensors", "the audio VAE (with the vocoder)")
+    return {
+        "transformer": [transformer],
+        "connectors": [transformer, text],  # 1-d transformers | projections
+        "vae": [_video_vae(path / "vae")],
+        "audio_vae": [audio],
+        "vocoder": [audio],
+        "text_encoder": [text],
+    }
+
+
+def _one(folder: Path, pattern: str, what: str) -> Path:
+    found = sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
+    dev = [p for p in found if "distilled" not in p.name]
+    if len(dev) == 1 or (len(found) == 1 and not dev):
+        return dev[0] if dev else found[0]
+    if not found:
+        raise UserError(f"no {pattern} in {folder}: {what} is needed (nothing is downloaded)")
+    raise UserError(
+        f"{folder} holds {len(found)} candidates for {what} ({', '.join(p.name for p in found)}): "
+        "keep one there"
+    )
+
+
+def _video_vae(folder: Path) -> Path:
+    """The conv-decoder VAE: diffusers' decoder is the conv one; 2.5's diffusion decoder
+    (`ltx-2.5-video-vae-bf16`) is another architecture."""
+    videos = [p for p in folder.glob("*.safetensors") if "audio" not in p.name]
+    conv = [p for p in videos if "conv" in p.name]
+    if len(conv) == 1:
+        return conv[0]
+    if videos:
+        raise UserError(
+            f"{folder}: found {', '.join(sorted(p.name for p in videos))} but not the conv-decoder "
+            "video VAE (ltx-2.5-video-vae-conv-*.safetensors), which training and the diffusers "
+            "sampler use; download it beside them"
+        )
+    raise UserError(f"no video VAE in {folder}: add ltx-2.5-video-vae-conv-*.safetensors")
+
+
+def ensure_official(cfg: ModelConfig, models_dir: Path) -> Path:
+    """The view folder of `cfg.path`'s official files, made once per set of files."""
+    version = get_version(cfg.ltx_version)
+    files = official_files(Path(cfg.path or ""), version)
+    transformer = files["transformer"][0]
+    check_version(cfg.ltx_version, detect_version(*_keys_and_metadata(transformer)), transformer)
+    if any(mark in transformer.name for mark in version.distilled_names):
+        warnings.warn(
+            f"{transformer.name} is a distilled checkpoint: a LoRA trained on it learns the "
+            "distilled few-step model, not the dev weights it will usually be applied to; "
+            "train on the dev file",
+            stacklevel=2,
+        )
+    text_dir = _text_encoder_dir(cfg, version)
+    if "text_encoder" in files:
+        check_gemma_version(transformer, files["text_encoder"][0])
+    dest = Path(models_dir) / f"ltx{version.name}-{_identity(cfg, files, text_dir)[:12]}"
+    if not (dest / OFFICIAL_JSON).is_file():
+        with atomic_dir(dest) as tmp:
+            _write_view(tmp, cfg, version, files, text_dir)
+    return dest
+
+
+def _keys_and_metadata(path: Path) -> tuple[list[str], dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys()), f.metadata() or {}
+
+
+def _text_encoder_dir(cfg: ModelConfig, version: Version) -> Path | None:
+    if version.text_encoder == "gemma4":
+        return None  # in text_encoders/, beside the transformer
+    if not cfg.text_encoder_path:
+        raise UserError(
+            f"{version.label}'s checkpoint holds no text encoder: set "
+            "model.text_encoder_path=<local Gemma 3 folder> (config.json, *.safetensors, "
+            "tokenizer.json)"
+        )
+    folder = Path(cfg.text_encoder_path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"no config.json in {folder}: model.text_encoder_path is a Gemma 3 folder")
+    return folder
+
+
+def _identity(cfg: ModelConfig, files: dict[str, list[Path]], text_dir: Path | None) -> str:
+    """Names, sizes and mtimes of every input: another file gets another view."""
+    paths = sorted({p.resolve() for group in files.values() for p in group})
+    if text_dir:
+        paths += sorted(p.resolve() for p in text_dir.iterdir() if p.is_file())
+    if cfg.config_dir:
+        paths += sorted(Path(cfg.config_dir).expanduser().resolve().rglob("*.json"))
+    h = hashlib.sha256(cfg.ltx_version.encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _write_view(
+    dest: Path,
+    cfg: ModelConfig,
+    version: Version,
+    files: dict[str, list[Path]],
+    text_dir: Path | None,
+) -> None:
+    links = _link_weights(dest, files)
+    if text_dir is not None:
+        _link_folder(text_dir, dest / "text_encoder", lambda n: n not in GEMMA_TOKENIZER_FILES)
+        _link_folder(text_dir, dest / "tokenizer", lambda n: n in GEMMA_TOKENIZER_FILES)
+        text_config = json.loads((text_dir / "config.json").read_text())
+    else:
+        text_config = _write_gemma4_assets(files["text_encoder"][0], dest)
+    for name in SINGLE_FILE_COMPONENTS:
+        write_json(dest / name / "config.json", _config(cfg, version, name, text_config))
+    write_json(dest / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_json(dest / "model_index.json", _model_index(version, text_config))
+    write_json(dest / OFFICIAL_JSON, {"ltx_version": version.name, "files": links})
+
+
+def _link_weights(dest: Path, files: dict[str, list[Path]]) -> dict[str, list[str]]:
+    """Symlink each weight file once into `dest/weights/`; component -> relative names."""
+    (dest / WEIGHTS).mkdir()
+    names: dict[Path, str] = {}
+    for group in files.values():
+        for p in group:
+            if p.resolve() not in names:
+                names[p.resolve()] = f"{WEIGHTS}/{len(names)}-{p.name}"
+                os.symlink(p.resolve(), dest / names[p.resolve()])
+    return {name: [names[p.resolve()] for p in group] for name, group in files.items()}
+
+
+def _link_folder(src: Path, dest: Path, keep: Any) -> None:
+    dest.mkdir()
+    for p in src.iterdir():
+        if p.is_file() and keep(p.name):
+            os.symlink(p.resolve(), dest / p.name)
+
+
+def _config(cfg: ModelConfig, version: Version, name: str, text: dict[str, Any]) -> dict:
+    """The component's diffusers config: `model.config_dir`'s when given, else full size."""
+    if cfg.config_dir:
+        path = Path(cfg.config_dir).expanduser() / name / "config.json"
+        if not path.is_file():
+            raise UserError(f"missing {path}: model.config_dir must hold <component>/config.json")
+        return json.loads(path.read_text())
+    config = dict(version.configs[name])
+    if name == "vocoder":
+        config["_class_name"] = version.vocoder_class
+    if name == "connectors" and version.text_encoder == "gemma4":
+        inner = text.get("text_config", text)  # sized by the Gemma 4 the file carries
+        config["caption_channels"] = inner["hidden_size"]
+        config["text_proj_in_factor"] = inner["num_hidden_layers"] + 1
+    return config
+
+
+def _model_index(version: Version, text_config: dict[str, Any]) -> dict[str, Any]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    text_class = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[text_config["model_type"]]
+    return {
+        "_class_name": "LTX2Pipeline",
+        "transformer": ["diffusers", SINGLE_FILE_COMPONENTS["transformer"]],
+        "vae": ["diffusers", SINGLE_FILE_COMPONENTS["vae"]],
+        "audio_vae": ["diffusers", SINGLE_FILE_COMPONENTS["audio_vae"]],
+        "connectors": ["ltx2", "LTX2TextConnectors"],
+        "vocoder": ["ltx2", version.vocoder_class],
+        "text_encoder": ["transformers", text_class],
+        "tokenizer": ["transformers", "GemmaTokenizer"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+    }
+
+
+def _write_gemma4_assets(path: Path, dest: Path) -> dict[str, Any]:
+    """2.5's text-encoder file carries its Gemma config (metadata `gemma_config`) and its
+    tokenizer (`tokenizer_json`, `hf_asset__<file>` tensors): written out as the view's
+    `text_encoder/config.json` and `tokenizer/`. A stock Gemma 4 file is refused."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta, keys = f.metadata() or {}, set(f.keys())
+        if "gemma_config" not in meta or not any(k.startswith(PROJECTION_PREFIX) for k in keys):
+            raise UserError(
+                f"{path} is not LTX-2.5's text encoder: it lacks the LTX projection or its "
+                "gemma_config (a stock Gemma 4 is not a substitute; use "
+                "gemma4-12b-with-proj-ltx-2.5-*.safetensors)"
+            )
+        assets = {k: f.get_tensor(k) for k in keys if k.startswith(_TEXT_ASSETS)}
+    config = json.loads(meta["gemma_config"])
+    (dest / "tokenizer").mkdir(exist_ok=True)
+    for key, tensor in assets.items():
+        name = "tokenizer.json" if key == "tokenizer_json" else key.removeprefix("hf_asset__")
+        (dest / "tokenizer" / name).write_bytes(tensor.numpy().tobytes())
+    write_json(dest / "text_encoder" / "config.json", config)
+    return config
+
+
+def check_gemma_version(transformer: Path, text_encoder: Path) -> None:
+    """The transformer names the Gemma it was trained with (`gemma_source_checkpoint`
+    metadata); a text encoder of another `gemma_version` is refused (as ltx-core does)."""
+    _, meta = _keys_and_metadata(transformer)
+    expected = json.loads(meta.get("gemma_source_checkpoint", "{}")).get("gemma_version")
+    _, text_meta = _keys_and_metadata(text_encoder)
+    found = json.loads(text_meta.get("gemma_config", "{}")).get("gemma_version")
+    if expected and found != expected:
+        raise UserError(
+            f"{text_encoder}: Gemma version {found or 'none'}, but {transformer.name} was "
+            f"trained with {expected}; use the text encoder shipped with the model"
+        )
+
+
+def read_view(path: Path) -> dict[str, Any] | None:
+    """`official.json` of a view folder (None for a plain diffusers folder)."""
+    file = Path(path) / OFFICIAL_JSON
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def load_view_component(path: Path, view: dict[str, Any], name: str, dtype: str) -> Any:
+    """One component of a view folder, weights from the official files."""
+    files = [Path(path) / rel for rel in view["files"][name]]
+    for f in files:
+        if not f.exists():
+            raise UserError(f"{f} points at {os.readlink(f)}, which is gone: restore it or re-run")
+    config = json.loads((Path(path) / name / "config.json").read_text())
+    if name == "text_encoder":
+        return _load_gemma4(files[0], config, dtype)
+    return load_official(files, config, name, dtype, where=Path(path) / name / "config.json")
+
+
+def _load_gemma4(path: Path, config: dict[str, Any], dtype: str) -> Any:
+    """The Gemma 4 of 2.5's text-encoder file (HF key layout), without its projection and
+    tokenizer tensors (the connectors and the tokenizer take those)."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from ltx.loading import torch_dtype
+
+    text_config = AutoConfig.for_model(**config)
+    with init_empty_weights():
+        model = AutoModelForImageTextToText.from_config(text_config)
+    with safe_open(str(path), "pt") as f:
+        sd = {
+            k: f.get_tensor(k)
+            for k in f.keys()  # noqa: SIM118
+            if not k.startswith((PROJECTION_PREFIX, *_TEXT_ASSETS))
+        }
+    wanted = set(model.state_dict())
+    # the output head is tied to the embedding: files store it once
+    missing = sorted(k for k in wanted - set(sd) if not k.endswith("lm_head.weight"))
+    extra = sorted(set(sd) - wanted)
+    if missing or extra:
+        raise UserError(
+            f"{path} does not fit its gemma_config: "
+            + (f"missing {', '.join(missing[:5])} " if missing else "")
+            + (f"unexpected {', '.join(extra[:5])}" if extra else "")
+        )
+    model.load_state_dict(sd, strict=False, assign=True)
+    model.tie_weights()
+    return model.to(torch_dtype(dtype)).eval()
+
+
+def save_official(components: dict[str, Any], dest: Path, version: str) -> Path:
+    """Write diffusers components in `version`'s official layout under `dest` (what Lightricks
+    publishes; tests build tiny models this way): the checkpoint file (2.0, 2.3) or the folder
+    of per-component files (2.5) that `model.path` then names."""
+    from safetensors.torch import save_file
+
+    from ltx.single_file import to_official
+
+    v = get_version(version)
+    sd = {k: t.contiguous() for k, t in to_official(_pick(components)).items()}
+    meta = {"model_version": v.name}
+    dest.mkdir(parents=True, exist_ok=True)
+    if v.layout == "single_file":
+        save_file(sd, dest / f"ltx-{v.name}-tiny-dev.safetensors", metadata=meta)
+        return dest / f"ltx-{v.name}-tiny-dev.safetensors"
+    gemma = {"gemma_version": "gemma4-tiny-ltx-v1"}
+    parts = {
+        "diffusion_models/ltx-2.5-tiny-dev-transformer.safetensors": (
+            lambda k: k.startswith("model.diffusion_model."),
+            {**meta, "gemma_source_checkpoint": json.dumps(gemma)},
+        ),
+        "vae/ltx-2.5-video-vae-conv-tiny.safetensors": (lambda k: k.startswith("vae."), meta),
+        "vae/ltx-2.5-audio-vae-tiny.safetensors": (
+            lambda k: k.startswith(("audio_vae.", "vocoder.")),
+            meta,
+        ),
+    }
+    for rel, (keep, metadata) in parts.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        part = {_bare_vae(k): t for k, t in sd.items() if keep(k)}
+        save_file(part, dest / rel, metadata=metadata)
+    projections = {k: t for k, t in sd.items() if k.startswith(PROJECTION_PREFIX)}
+    _save_gemma4(components, projections, gemma, dest / "text_encoders")
+    return dest
+
+
+def _pick(components: dict[str, Any]) -> dict[str, Any]:
+    return {name: components[name] for name in SINGLE_FILE_COMPONENTS}
+
+
+def _bare_vae(key: str) -> str:
+    """Standalone 2.5 VAE files name their keys without the `vae.` prefix (ComfyUI split)."""
+    return key.removeprefix("vae.")
+
+
+def _save_gemma4(
+    components: dict[str, Any], projections: dict[str, Any], gemma: dict, folder: Path
+) -> None:
+    """The text-encoder file: Gemma weights (tied head once), the LTX projections, the
+    tokenizer as `tokenizer_json` / `hf_asset__<file>` uint8 tensors, `gemma_config`."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    model = components["text_encoder"]
+    sd: dict[str, Any] = {}
+    seen: set[int] = set()
+    for key, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            sd[key] = tensor.contiguous()
+    with tempfile.TemporaryDirectory() as tmp:
+        components["tokenizer"].save_pretrained(tmp)
+        for p in Path(tmp).iterdir():
+            name = "tokenizer_json" if p.name == "tokenizer.json" else f"hf_asset__{p.name}"
+            sd[name] = torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
+    config = {**model.config.to_dict(), **gemma}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {**sd, **projections},
+        folder / "gemma4-tiny-with-proj-ltx-2.5.safetensors",
+        metadata={"gemma_config": json.dumps(config)},
+    )
