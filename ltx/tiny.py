@@ -1,12 +1,16 @@
 """A tiny, seeded, randomly initialised LTX-2 built from the real diffusers classes.
 
-It exercises every code path of the real model (Gemma-3 text side, connectors, audio-video
+It exercises every code path of the real model (Gemma text side, connectors, audio-video
 transformer, causal video VAE, audio VAE, vocoder) at sizes a laptop CPU runs in a second.
 The sizing rules that tie the components together are written next to each config.
+`version` ("2.0", "2.3", "2.5") picks the architecture of that release: a later version is the
+2.0 configs plus small delta dicts, each as diffusers' `scripts/convert_ltx2_to_diffusers.py`
+configures the real checkpoint (the function that holds it is named next to each delta).
 """
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,10 @@ AUDIO_MEL_BINS = 16
 AUDIO_SAMPLE_RATE = 16000  # the audio VAE's mel rate: 16 kHz, hop 160 -> 100 mel frames/s
 AUDIO_HOP = 160
 VOCODER_SAMPLE_RATE = 24000  # what the vocoder writes, like the real LTX-2.0 vocoder
+BWE_SAMPLE_RATE = 48000  # what the 2.3+ vocoder (bandwidth extension) writes, like the real one
+GEMMA4_HIDDEN = 48  # 2.5's Gemma 4 differs from the Gemma 3 so that the sizing rules show
+GEMMA4_LAYERS = 3
+VERSIONS = ("2.0", "2.3", "2.5")
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 # Whole words only add ids (with merges); characters and byte fallback already cover any text.
@@ -75,6 +83,20 @@ VISION_CONFIG: dict[str, Any] = {  # never run; Gemma3ForConditionalGeneration n
     "image_size": 28,
     "patch_size": 14,
 }
+# get_ltx2_connectors_config("2.5") has no fixed text encoder: its sizes follow the Gemma 4 config.
+GEMMA4_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": None,  # filled from the tokenizer by tiny_spec()
+    "hidden_size": GEMMA4_HIDDEN,
+    "intermediate_size": 64,
+    "num_hidden_layers": GEMMA4_LAYERS,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "global_head_dim": 32,  # full-attention layers get wider heads, as in the real Gemma 4
+    "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+    "max_position_embeddings": 512,
+    "sliding_window": 64,
+}
 CONNECTORS_CONFIG: dict[str, Any] = {
     "caption_channels": TEXT_HIDDEN,  # = Gemma hidden size
     "text_proj_in_factor": TEXT_LAYERS + 1,  # all hidden states: embeddings + each layer
@@ -88,6 +110,23 @@ CONNECTORS_CONFIG: dict[str, Any] = {
     "audio_connector_num_learnable_registers": 16,
     "connector_rope_base_seq_len": TEXT_MAX_TOKENS,
     "rope_type": "split",
+}
+# get_ltx2_connectors_config("2.3"): one text projection per modality, straight to the
+# transformer's inner dims (it has no caption projection), and gated attention.
+CONNECTORS_2_3: dict[str, Any] = {
+    "per_modality_projections": True,
+    "video_hidden_dim": 16,  # = transformer video inner dim (heads x head_dim)
+    "audio_hidden_dim": 8,  # = transformer audio inner dim
+    "video_connector_attention_head_dim": 8,  # connector inner dims = the hidden dims above
+    "audio_connector_attention_head_dim": 4,
+    "proj_bias": True,
+    "video_gated_attn": True,
+    "audio_gated_attn": True,
+}
+# get_ltx2_connectors_config("2.5"): 2.3's, fed by Gemma 4.
+CONNECTORS_2_5: dict[str, Any] = {
+    "caption_channels": GEMMA4_HIDDEN,
+    "text_proj_in_factor": GEMMA4_LAYERS + 1,
 }
 TRANSFORMER_CONFIG: dict[str, Any] = {
     "in_channels": VAE_LATENT_CHANNELS,  # x patch^3, with patch 1
@@ -109,6 +148,23 @@ TRANSFORMER_CONFIG: dict[str, Any] = {
     "caption_channels": TEXT_HIDDEN,
     "rope_type": "split",  # what the real LTX-2.0 checkpoint uses
 }
+# get_ltx2_transformer_config("2.3"): gated attention, prompt (cross-attention) modulation,
+# perturbed self-attention for STG; text comes from the connectors' per-modality projections.
+TRANSFORMER_2_3: dict[str, Any] = {
+    "gated_attn": True,
+    "cross_attn_mod": True,
+    "audio_gated_attn": True,
+    "audio_cross_attn_mod": True,
+    "use_prompt_embeddings": False,
+    "perturbed_attn": True,
+}
+# get_ltx2_transformer_config("2.5"): 2.3 plus a bias-free video FF and the keyframe embedding.
+TRANSFORMER_2_5: dict[str, Any] = {
+    "ff_bias": False,
+    "use_keyframes_abs_pos_embedding": True,
+    "caption_channels": GEMMA4_HIDDEN,  # unused without prompt embeddings; kept truthful
+}
+KEYFRAME_EMBED_STD = 0.02  # 2.5's keyframe embedding is zero at init: make it visible to tests
 # The recipe from FIELD-NOTES: patch 4 and one spatio-temporal down/up block (x8 space, x2 time)
 # round-trips 9x64x64 -> 8x5x8x8 -> 9x64x64, which diffusers' own test VAE does not.
 VAE_CONFIG: dict[str, Any] = {
@@ -133,6 +189,20 @@ VAE_CONFIG: dict[str, Any] = {
     "decoder_causal": False,
     "spatial_compression_ratio": 8,
     "temporal_compression_ratio": 2,
+}
+# get_ltx2_video_vae_config("2.3") (2.5: the same): a decoder of separate temporal and spatial
+# up blocks without residuals, zero padding. The tiny one is the real decoder's last two
+# blocks, ("temporal", "spatial"), so it still decodes x2 time, x8 space (patch 4 x 2):
+# 9x64x64 -> 8x5x8x8 -> 9x64x64. Channels 16 -> 8 -> 4: each block halves (upsample_factor 2).
+VAE_2_3: dict[str, Any] = {
+    "decoder_block_out_channels": (8, 16),
+    "decoder_layers_per_block": (1, 1, 1),
+    "decoder_spatio_temporal_scaling": (True, True),
+    "decoder_inject_noise": (False, False, False),
+    "upsample_type": ("temporal", "spatial"),  # in decoding order (diffusers does not reverse it)
+    "upsample_residual": (False, False),
+    "upsample_factor": (2, 2),
+    "decoder_spatial_padding_mode": "zeros",
 }
 AUDIO_VAE_CONFIG: dict[str, Any] = {
     # latents_mean/std have base_channels entries and normalise packed [B, L, C*M] latents,
@@ -160,6 +230,43 @@ VOCODER_CONFIG: dict[str, Any] = {
     "resnet_dilations": [[1]],
     "output_sampling_rate": VOCODER_SAMPLE_RATE,
 }
+# get_ltx2_vocoder_config("2.3") (2.5: the same): LTX2VocoderWithBWE. A snakebeta, antialiased
+# vocoder writes 16 kHz from the mel; a causal mel STFT of that (hop 80: 200 frames/s) feeds a
+# bandwidth extender whose residual lands on the x3 resampled wave: 48 kHz.
+VOCODER_BWE_CONFIG: dict[str, Any] = {
+    "in_channels": 2 * AUDIO_MEL_BINS,
+    "hidden_channels": 32,
+    "out_channels": 2,
+    "upsample_kernel_sizes": [11, 8, 16],
+    "upsample_factors": [5, 4, 8],  # 160 samples per mel frame: 100 frames/s -> 16 kHz
+    "resnet_kernel_sizes": [3],
+    "resnet_dilations": [[1]],
+    "act_fn": "snakebeta",
+    "antialias": True,
+    "antialias_ratio": 2,
+    "antialias_kernel_size": 12,
+    "final_act_fn": None,
+    "final_bias": False,
+    "bwe_in_channels": 2 * AUDIO_MEL_BINS,  # stereo x num_mel_channels
+    "bwe_hidden_channels": 32,
+    "bwe_out_channels": 2,
+    "bwe_upsample_kernel_sizes": [12, 11, 16],
+    "bwe_upsample_factors": [6, 5, 8],  # 240 samples per STFT frame: 200 frames/s -> 48 kHz
+    "bwe_resnet_kernel_sizes": [3],
+    "bwe_resnet_dilations": [[1]],
+    "bwe_act_fn": "snakebeta",
+    "bwe_antialias": True,
+    "bwe_antialias_ratio": 2,
+    "bwe_antialias_kernel_size": 12,
+    "bwe_final_act_fn": None,
+    "bwe_final_bias": False,
+    "filter_length": 128,
+    "hop_length": 80,  # divides the 160 samples per mel frame: no padding path
+    "window_length": 128,
+    "num_mel_channels": AUDIO_MEL_BINS,
+    "input_sampling_rate": AUDIO_SAMPLE_RATE,
+    "output_sampling_rate": BWE_SAMPLE_RATE,  # a whole multiple of the input rate: x3
+}
 SCHEDULER_CONFIG: dict[str, Any] = {  # the LTX-2 flow-matching schedule
     "num_train_timesteps": 1000,
     "shift": 1.0,
@@ -175,26 +282,67 @@ CROSS_ATTN_GAIN = 3.0  # text cross-attention sharpening at init (see _transform
 FORMAT_VERSION = 1  # bump when the build changes in a way the configs above do not show
 
 
-def tiny_spec() -> dict[str, Any]:
+def tiny_spec(*, version: str = "2.0") -> dict[str, Any]:
     """Every setting that determines the tiny model's weights, as a JSON-able tree."""
     vocab, _ = _vocab_and_merges()
-    text = {**TEXT_CONFIG, "vocab_size": _vocab_size()}
-    return {
+    spec = {
         "format": FORMAT_VERSION,
-        "text_encoder": {"text": text, "vision": VISION_CONFIG},
+        "text_encoder": _text_encoder_spec(version),
         "tokenizer": {"vocab": len(vocab), "words": WORDS, "max_tokens": TEXT_MAX_TOKENS},
-        "connectors": CONNECTORS_CONFIG,
-        "transformer": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in TRANSFORMER_CONFIG.items()
-        },
-        "vae": {k: list(v) if isinstance(v, tuple) else v for k, v in VAE_CONFIG.items()},
-        "audio_vae": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in AUDIO_VAE_CONFIG.items()
-        },
-        "vocoder": VOCODER_CONFIG,
+        "connectors": connectors_config(version),
+        "transformer": _jsonable(transformer_config(version)),
+        "vae": _jsonable(vae_config(version)),
+        "audio_vae": _jsonable(AUDIO_VAE_CONFIG),
+        "vocoder": vocoder_config(version),
         "scheduler": SCHEDULER_CONFIG,
         "cross_attn_gain": CROSS_ATTN_GAIN,
     }
+    if version != "2.0":  # 2.0's spec predates versions: adding one would rename its folder
+        spec["version"] = version
+    if transformer_config(version).get("use_keyframes_abs_pos_embedding"):
+        spec["keyframe_embed_std"] = KEYFRAME_EMBED_STD
+    return spec
+
+
+def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+def _version_index(version: str) -> int:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown LTX version {version!r}: the tiny model has {VERSIONS}")
+    return VERSIONS.index(version)
+
+
+def _versioned(version: str, base: dict[str, Any], *deltas: dict[str, Any]) -> dict[str, Any]:
+    """`base` (2.0) updated by the delta of each later version up to `version`, in order."""
+    return {k: v for d in (base, *deltas[: _version_index(version)]) for k, v in d.items()}
+
+
+def connectors_config(version: str = "2.0") -> dict[str, Any]:
+    """`LTX2TextConnectors` kwargs of the tiny model of `version`."""
+    return _versioned(version, CONNECTORS_CONFIG, CONNECTORS_2_3, CONNECTORS_2_5)
+
+
+def transformer_config(version: str = "2.0") -> dict[str, Any]:
+    """`LTX2VideoTransformer3DModel` kwargs of the tiny model of `version`."""
+    return _versioned(version, TRANSFORMER_CONFIG, TRANSFORMER_2_3, TRANSFORMER_2_5)
+
+
+def vae_config(version: str = "2.0") -> dict[str, Any]:
+    """`AutoencoderKLLTX2Video` kwargs of the tiny model of `version`."""
+    return _versioned(version, VAE_CONFIG, VAE_2_3)
+
+
+def vocoder_config(version: str = "2.0") -> dict[str, Any]:
+    """`LTX2Vocoder` (2.0) or `LTX2VocoderWithBWE` (2.3, 2.5) kwargs of `version`."""
+    return VOCODER_CONFIG if _version_index(version) == 0 else VOCODER_BWE_CONFIG
+
+
+def _text_encoder_spec(version: str) -> dict[str, Any]:
+    if version == "2.5":
+        return {"gemma4_unified": {**GEMMA4_TEXT_CONFIG, "vocab_size": _vocab_size()}}
+    return {"text": {**TEXT_CONFIG, "vocab_size": _vocab_size()}, "vision": VISION_CONFIG}
 
 
 def build_tokenizer(words: list[str] | None = None, max_tokens: int = TEXT_MAX_TOKENS) -> Any:
@@ -208,7 +356,9 @@ def build_tokenizer(words: list[str] | None = None, max_tokens: int = TEXT_MAX_T
     )
 
 
-def _text_encoder() -> Any:
+def _text_encoder(version: str = "2.0") -> Any:
+    if version == "2.5":
+        return _gemma4_text_encoder()
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     text = {**TEXT_CONFIG, "vocab_size": _vocab_size()}
@@ -216,10 +366,20 @@ def _text_encoder() -> Any:
     return Gemma3ForConditionalGeneration(config).eval()
 
 
-def _transformer() -> Any:
+def _gemma4_text_encoder() -> Any:
+    """2.5's text encoder: the class diffusers' LTX2Pipeline types for it, text only (LTX reads
+    the prompt's hidden states; Gemma 4 Unified's vision and audio embedders are optional)."""
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    text = {**GEMMA4_TEXT_CONFIG, "vocab_size": _vocab_size()}
+    config = Gemma4UnifiedConfig(text_config=text, vision_config=None, audio_config=None)
+    return Gemma4UnifiedForConditionalGeneration(config).eval()
+
+
+def _transformer(version: str = "2.0") -> Any:
     from diffusers import LTX2VideoTransformer3DModel
 
-    model = LTX2VideoTransformer3DModel(**TRANSFORMER_CONFIG)
+    model = LTX2VideoTransformer3DModel(**transformer_config(version))
     # At random init ~118 of the 128 text tokens are the connectors' shared registers, so
     # prompts barely move the output; sharper, stronger text cross-attention makes different
     # prompts give visibly different clips (x10 the pixel difference), as a trained model does.
@@ -229,18 +389,57 @@ def _transformer() -> Any:
                 module.norm_q.weight.mul_(CROSS_ATTN_GAIN)
                 module.norm_k.weight.mul_(CROSS_ATTN_GAIN)
                 module.to_out[0].weight.mul_(CROSS_ATTN_GAIN)
+        if model.config.use_keyframes_abs_pos_embedding:  # drawn last: earlier weights unchanged
+            model.keyframes_abs_pos_embedding.normal_(std=KEYFRAME_EMBED_STD)
     return model
 
 
-def build_tiny_components(seed: int) -> dict[str, Any]:
-    """All LTX2Pipeline components, each initialised from its own seed derived from `seed`."""
+def _vocoder(version: str = "2.0") -> Any:
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
+
+    if version == "2.0":
+        return LTX2Vocoder(**vocoder_config(version))
+    vocoder = LTX2VocoderWithBWE(**vocoder_config(version))
+    _fill_mel_stft(vocoder.mel_stft, vocoder_config(version))
+    return vocoder
+
+
+def _fill_mel_stft(mel_stft: Any, cfg: dict[str, Any]) -> None:
+    """Real checkpoints store the BWE's STFT and mel bases; diffusers inits them to zero, which
+    would feed the extender a constant. Fill in a Hann-windowed DFT and a Slaney mel bank
+    (`inverse_basis` stays zero: no forward pass reads it)."""
+    from transformers.audio_utils import mel_filter_bank
+
+    n_fft, rate = cfg["filter_length"], cfg["input_sampling_rate"]
+    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    angle = 2 * math.pi * freqs * torch.arange(n_fft, dtype=torch.float64) / n_fft
+    window = torch.hann_window(cfg["window_length"], dtype=torch.float64)  # = filter_length
+    basis = torch.cat([angle.cos(), -angle.sin()]) * window
+    mel = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=cfg["num_mel_channels"],
+        min_frequency=0.0,
+        max_frequency=rate / 2,
+        sampling_rate=rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    with torch.no_grad():
+        mel_stft.stft_fn.forward_basis.copy_(basis[:, None, :])
+        mel_stft.mel_basis.copy_(torch.from_numpy(mel.T))
+
+
+def build_tiny_components(seed: int, *, version: str = "2.0") -> dict[str, Any]:
+    """All LTX2Pipeline components of the tiny LTX-`version`, each initialised from its own
+    seed derived from `seed`."""
     return seeded_components(
         seed,
-        text_encoder=_text_encoder,
-        transformer=_transformer,
-        connectors=CONNECTORS_CONFIG,
-        vae=VAE_CONFIG,
+        text_encoder=lambda: _text_encoder(version),
+        transformer=lambda: _transformer(version),
+        connectors=connectors_config(version),
+        vae=vae_config(version),
         tokenizer=build_tokenizer(),
+        vocoder=lambda: _vocoder(version),
     )
 
 
@@ -252,16 +451,17 @@ def seeded_components(
     connectors: dict[str, Any],
     vae: dict[str, Any],
     tokenizer: Any,
+    vocoder: Callable[[], Any] = _vocoder,
 ) -> dict[str, Any]:
     """Every LTX2Pipeline component: the models built in a fixed order, each from its own seed
-    (`seed * 1000 + position`), the audio path, scheduler and vocoder of the tiny model."""
+    (`seed * 1000 + position`), the audio path and scheduler of the tiny model; the vocoder
+    is the tiny 2.0 one unless given."""
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
         FlowMatchEulerDiscreteScheduler,
     )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
 
     builders = {
         "text_encoder": text_encoder,
@@ -269,7 +469,7 @@ def seeded_components(
         "transformer": transformer,
         "vae": lambda: AutoencoderKLLTX2Video(**vae),
         "audio_vae": lambda: AutoencoderKLLTX2Audio(**AUDIO_VAE_CONFIG),
-        "vocoder": lambda: LTX2Vocoder(**VOCODER_CONFIG),
+        "vocoder": vocoder,
     }
     components: dict[str, Any] = {}
     # fork_rng: building a model must not move the caller's global RNG stream.
@@ -282,13 +482,13 @@ def seeded_components(
     return components
 
 
-def build_tiny_pipeline(seed: int) -> Any:
-    """An in-memory tiny `LTX2Pipeline` (float32, CPU)."""
+def build_tiny_pipeline(seed: int, *, version: str = "2.0") -> Any:
+    """An in-memory tiny `LTX2Pipeline` of LTX-`version` (float32, CPU)."""
     from diffusers import LTX2Pipeline
 
-    return LTX2Pipeline(**build_tiny_components(seed))
+    return LTX2Pipeline(**build_tiny_components(seed, version=version))
 
 
-def save_tiny_model(dest: Path, seed: int) -> None:
-    """Write the tiny model as a diffusers pipeline folder (safetensors) at `dest`."""
-    build_tiny_pipeline(seed).save_pretrained(str(dest), safe_serialization=True)
+def save_tiny_model(dest: Path, seed: int, *, version: str = "2.0") -> None:
+    """Write the tiny LTX-`version` as a diffusers pipeline folder (safetensors) at `dest`."""
+    build_tiny_pipeline(seed, version=version).save_pretrained(str(dest), safe_serialization=True)
