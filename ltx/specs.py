@@ -82,20 +82,36 @@ LTX_2_0_VAE_CONFIG: dict[str, Any] = {
 }
 
 
+# Tokens of a typical caption (BOS included): the captioner generates at most 48 tokens
+# (curation `max_new_tokens`) and curation flags captions over 120 words (~160 Gemma tokens at
+# ~1.3 a word), so 128 covers generated captions and most hand-written ones.
+TYPICAL_CAPTION_TOKENS = 128
+
+
 def cache_bytes(
-    spec: ModelSpec, frames: int, height: int, width: int, fps: float, value_bytes: int = 2
+    spec: ModelSpec,
+    frames: int,
+    height: int,
+    width: int,
+    fps: float,
+    value_bytes: int = 2,
+    text_tokens: int | None = TYPICAL_CAPTION_TOKENS,
 ) -> dict[str, int]:
-    """Bytes of one cached sample's tensors (bf16 values by default; the mask is int64)."""
-    video = _prod(spec.video_latent_shape(frames, height, width))
-    audio = _prod(spec.audio_latent_shape(frames, fps))
-    text = sum(spec.text_tokens * d for d in spec.text_dims)
+    """Bytes of one cached sample's tensors (bf16 values by default) for a caption of
+    `text_tokens` tokens (None: one that fills all `spec.text_tokens`). A shard keeps the
+    attended tokens' features, one padding row per feature and the padded length (int64);
+    `text_padded` is what the padded layout (cache format 2: features and int64 mask) took."""
+    tokens = spec.text_tokens if text_tokens is None else min(text_tokens, spec.text_tokens)
+    width_sum = sum(spec.text_dims)  # one row of every cached text feature
     out = {
-        "video": video * value_bytes,
-        "audio": audio * value_bytes,
-        "text": text * value_bytes,
-        "mask": spec.text_tokens * 8,
+        "video": _prod(spec.video_latent_shape(frames, height, width)) * value_bytes,
+        "audio": _prod(spec.audio_latent_shape(frames, fps)) * value_bytes,
+        "text": tokens * width_sum * value_bytes,
+        "text_padding": width_sum * value_bytes,
+        "text_length": 8,
     }
     out["total"] = sum(out.values())
+    out["text_padded"] = spec.text_tokens * (width_sum * value_bytes + 8)
     gemma = spec.text_tokens * spec.gemma_hidden * spec.text_layers * value_bytes
     out["stacked_gemma_instead"] = gemma  # what caching the raw text-encoder output would take
     return out

@@ -1,9 +1,9 @@
 """`ltx-lora preprocess`: latents and text embeddings cached to safetensors, never silently stale.
 
 One shard per clip, `<clip id>.safetensors`, holding `video` [C, F', H', W'], optionally `audio`
-[C, L, M'], and `text.<name>` tensors (batch dim 1). Its metadata header carries the entry's
-fingerprint; `index.json` carries each shard's sha256 so a corrupted file is detected and
-re-encoded.
+[C, L, M'], and the caption's text compactly (`compact_text`; `text_inputs` re-pads it). Its
+metadata header carries the entry's fingerprint; `index.json` carries each shard's sha256 so a
+corrupted file is detected and re-encoded.
 
 Crash safety: each shard is written atomically and then appended, as one JSON line, to its
 rank's journal (`.journal-rank<r>.jsonl`); `index.json` is rewritten once at the end from the
@@ -51,7 +51,12 @@ from trainer.config import PreprocessConfig
 INDEX = "index.json"
 EMPTY_PROMPT = "empty_prompt"  # index key: the "" caption's conditioning (caption dropout)
 EMPTY_PROMPT_FILE = "_empty_prompt.safetensors"
-CACHE_FORMAT = 2
+# 3: text keeps only the attended tokens. Part of every fingerprint, so preprocess re-encodes a
+# format-2 cache; training still reads format 2.
+CACHE_FORMAT = 3
+TEXT, PAD = "text.", "text_pad."  # text.<name> [1, n, D]; text_pad.<name> [1, 1, D]
+TEXT_LENGTH = "text_length"  # int64 [1]: T, the length prompts were left-padded to
+MASK = "prompt_attention_mask"
 JOURNAL_PREFIX = ".journal-rank"
 # PreprocessConfig keys that change how shards are made, never what they hold: not fingerprinted.
 RUNTIME_KEYS = frozenset({"frame_reader", "text_chunk"})
@@ -190,6 +195,55 @@ def load_entry(cache_dir: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor
         ) from None
 
 
+# ---------------------------------------------------------------------------------- text layout
+
+
+def compact_text(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One prompt's `encode_prompts` output -> its shard tensors: `text.<name>` [1, n, D] for the
+    n attended tokens, `text_pad.<name>` [1, 1, D] (what every padded position held: the
+    projection of a zero row) and `text_length` [1] = T."""
+    mask = features[MASK]
+    length, n = mask.shape[-1], int(mask.sum())
+    if mask.shape[0] != 1 or not torch.equal(mask.cpu(), left_padding_mask(n, length)):
+        raise ValueError(f"expected one left-padded prompt, got a mask {list(mask.shape)}")
+    out = {TEXT_LENGTH: torch.tensor([length], dtype=torch.int64)}
+    for name, value in features.items():
+        if name == MASK:
+            continue
+        padded = value[:, : length - n]
+        pad = padded[:, :1] if n < length else torch.zeros_like(value[:, :1])
+        # Re-padding must give back exactly these tensors: refuse anything a row cannot rebuild.
+        if not torch.equal(padded, pad.expand_as(padded)):
+            raise ValueError(f"{name}: the padded positions differ; cannot store it compactly")
+        out[f"{TEXT}{name}"] = value[:, length - n :].clone()
+        out[f"{PAD}{name}"] = pad.clone()
+    return out
+
+
+def text_inputs(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shard's text as training feeds it, bit for bit what `encode_prompts` gave:
+    `prompt_features` [1, T, D] (and `audio_prompt_features` [1, T, D_a] where cached),
+    left-padded, and `prompt_attention_mask` [1, T] int64 0/1. Reads both layouts."""
+    if TEXT_LENGTH not in tensors:  # format 2 stored the padded tensors themselves
+        return {k.removeprefix(TEXT): v for k, v in tensors.items() if k.startswith(TEXT)}
+    length = int(tensors[TEXT_LENGTH])
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith(TEXT):
+            name, n = key.removeprefix(TEXT), value.shape[1]
+            pad = tensors[PAD + name].expand(value.shape[0], length - n, -1)
+            out[name] = torch.cat([pad, value], dim=1)
+            out[MASK] = left_padding_mask(n, length)
+    return out
+
+
+def left_padding_mask(tokens: int, length: int) -> torch.Tensor:
+    """[1, length] int64: zeros, then `tokens` ones (Gemma pads prompts on the left)."""
+    mask = torch.zeros(1, length, dtype=torch.int64)
+    mask[:, length - tokens :] = 1
+    return mask
+
+
 # ------------------------------------------------------------------------------------ planning
 
 
@@ -210,9 +264,7 @@ def make_plan(
     kept = {i: old[i] for i in sorted(rows) if _is_fresh(cache_dir, old.get(i), prints[i])}
     todo = sorted(set(rows) - set(kept))
     empty_print = empty_prompt_fingerprint(identity, model_cfg.dtype)
-    old_empty = (
-        _read_index(cache_dir / INDEX).get(EMPTY_PROMPT) if (cache_dir / INDEX).is_file() else None
-    )
+    old_empty = _current_index(cache_dir).get(EMPTY_PROMPT)
     fresh = old_empty if _is_fresh(cache_dir, old_empty, empty_print) else None
     return Plan(identity, rows, prints, kept, todo, empty_print, fresh)
 
@@ -235,7 +287,8 @@ def _empty_prompt_entry(
         parts[name].to(device)
     features = encode_prompts(parts, [""])
     release(parts)
-    tensors = {f"text.{k}": v.detach().to("cpu").contiguous() for k, v in sorted(features.items())}
+    tensors = compact_text({k: v.detach().to("cpu") for k, v in features.items()})
+    tensors = {k: v.contiguous() for k, v in sorted(tensors.items())}
     data = canonical(serialize(tensors, metadata={"fingerprint": plan.empty_fingerprint}))
     path = Path(cache_dir) / EMPTY_PROMPT_FILE
     with _disk_errors(path), atomic_path(path) as tmp:
@@ -259,12 +312,17 @@ def model_identity(model_path: Path) -> dict[str, str]:
 
 def read_entries(cache_dir: Path) -> dict[str, dict[str, Any]]:
     """The index's entries, updated by every journal line a previous (killed) run left."""
-    path = Path(cache_dir) / INDEX
-    index = _read_index(path) if path.is_file() else {}
-    entries = dict(index.get("entries", {})) if index.get("format") == CACHE_FORMAT else {}
+    entries = dict(_current_index(cache_dir).get("entries", {}))
     for journal in sorted(Path(cache_dir).glob(f"{JOURNAL_PREFIX}*.jsonl")):
         entries |= _replay(journal)
     return entries
+
+
+def _current_index(cache_dir: Path) -> dict[str, Any]:
+    """`index.json` if it is of this cache format, else {}: an older layout is re-encoded."""
+    path = Path(cache_dir) / INDEX
+    index = _read_index(path) if path.is_file() else {}
+    return index if index.get("format") == CACHE_FORMAT else {}
 
 
 def _read_index(path: Path) -> dict[str, Any]:
@@ -349,8 +407,8 @@ def _progress(total: int, desc: str, show: bool) -> tqdm:
 def _encode_texts(
     rows: list[dict[str, Any]], model_path: Path, model_cfg: ModelConfig, device: str, stats: Stats
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """caption -> {"text.<name>": [1, ...]}; one prompt per call, so a shard's bytes never
-    depend on which captions shared its batch (1 rank or 8 give identical files)."""
+    """caption -> its shard tensors (`compact_text`); one prompt per call, so a shard's bytes
+    never depend on which captions shared its batch (1 rank or 8 give identical files)."""
     parts = load_components(model_path, TEXT_PARTS, model_cfg.dtype)
     for name in ("text_encoder", "connectors"):
         parts[name].to(device)
@@ -358,7 +416,7 @@ def _encode_texts(
     out = {}
     for caption in sorted({r["caption"] for r in rows}):
         features = encode_prompts(parts, [caption])
-        out[caption] = {f"text.{k}": v.to("cpu").contiguous() for k, v in features.items()}
+        out[caption] = compact_text({k: v.to("cpu") for k, v in features.items()})
     stats.free(parts)  # the text encoder leaves before the VAEs come in
     return out
 

@@ -12,7 +12,7 @@ import torch
 from stagekit.errors import UserError
 from stagekit.files import read_json
 from stagekit.hashing import sha256_json
-from trainer.cache import INDEX, load_entry
+from trainer.cache import INDEX, load_entry, text_inputs
 
 
 @dataclass
@@ -29,6 +29,9 @@ class Batch:
 
 @dataclass
 class Sample:
+    """One shard's tensors as stored (text compact: `collate` pads it, so host memory holds only
+    the attended tokens)."""
+
     clip_id: str
     tensors: dict[str, torch.Tensor]
     fps: float
@@ -54,10 +57,10 @@ def load_split(cache_dir: Path, split: str) -> list[Sample]:
 
 
 def collate(samples: list[Sample]) -> Batch:
+    """Stack samples of one shape; text re-padded to the tensors `encode_prompts` gave."""
     first = samples[0].tensors
-    text = {
-        k[5:]: torch.cat([s.tensors[k] for s in samples]) for k in first if k.startswith("text.")
-    }
+    texts = [text_inputs(s.tensors) for s in samples]
+    text = {k: torch.cat([t[k] for t in texts]) for k in texts[0]}
     audio = torch.stack([s.tensors["audio"] for s in samples]) if "audio" in first else None
     reference = (
         torch.stack([s.tensors["reference"] for s in samples]) if "reference" in first else None

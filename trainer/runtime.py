@@ -36,8 +36,9 @@ def check_cache(index: dict[str, Any], cache_dir: Path, model_path: Path) -> Non
 
 
 def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The cached empty-prompt conditioning (`text.*` -> [1, ...]) that caption dropout swaps in."""
-    from trainer.cache import EMPTY_PROMPT, load_entry
+    """The cached empty-prompt conditioning that caption dropout swaps in, padded as a batch's
+    text is (`prompt_features` [1, T, D], `prompt_attention_mask` [1, T], ...)."""
+    from trainer.cache import EMPTY_PROMPT, load_entry, text_inputs
 
     entry = index.get(EMPTY_PROMPT)
     if entry is None:
@@ -45,7 +46,7 @@ def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tens
             f"trainer.caption_dropout needs the empty-prompt embedding, which the cache in "
             f"{cache_dir} lacks (made by an older version): re-run `ltx-lora preprocess`"
         )
-    return {k[5:]: v for k, v in load_entry(cache_dir, entry).items() if k.startswith("text.")}
+    return text_inputs(load_entry(cache_dir, entry))
 
 
 def check_inputs(cfg: TrainerConfig, cache_dir: Path, index: dict[str, Any], device) -> None:

@@ -16,16 +16,28 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from safetensors.torch import save as serialize
 
 from ltx.config import ModelConfig
 from ltx.loading import ensure_model
 from ltx.sampling import Clip, write_clip
 from stagekit.errors import UserError
 from stagekit.files import read_jsonl, write_jsonl
+from stagekit.hashing import sha256_file
 from trainer import cache as cache_module
-from trainer.cache import INDEX, JOURNAL_PREFIX, CacheLock, build_cache, load_entry
+from trainer.cache import (
+    EMPTY_PROMPT,
+    INDEX,
+    JOURNAL_PREFIX,
+    CacheLock,
+    build_cache,
+    load_entry,
+    text_inputs,
+)
 from trainer.config import PreprocessConfig
+from trainer.data import collate, load_split
+from trainer.runtime import check_cache
 
 TINY = ModelConfig(name="ltx2-tiny", source="tiny", seed=0)
 FPS = 24.0
@@ -146,7 +158,8 @@ def test_every_clip_has_a_shard_with_its_fingerprint(reference_cache, dataset: P
             assert f.metadata()["fingerprint"] == entry["fingerprint"]
             keys, video = set(f.keys()), f.get_tensor("video")
         assert ("audio" in keys) == row["has_audio"]
-        assert {"text.prompt_features", "text.prompt_attention_mask"} <= keys
+        assert {"text.prompt_features", "text_pad.prompt_features", "text_length"} <= keys
+        assert "text.prompt_attention_mask" not in keys  # compact: only the attended tokens
         w, h, frames = entry["bucket"]
         assert video.shape == (8, (frames - 1) // 2 + 1, h // 8, w // 8)  # tiny VAE: x2, x8
 
@@ -157,14 +170,31 @@ def test_audio_latents_are_25_per_second(reference_cache) -> None:
 
 
 def test_shard_bytes_are_what_the_model_spec_says(reference_cache) -> None:
-    """The spec arithmetic docs/models.md uses for real sizes, checked on real tiny shards."""
+    """The spec arithmetic docs/models.md uses for real sizes, checked on real tiny shards,
+    and the shard is smaller than the same tensors in the padded layout (format 2)."""
     from ltx.specs import TINY as TINY_SPEC
     from ltx.specs import cache_bytes
 
-    tensors = shard_tensors(reference_cache[0], "clip01")  # 96x64, with audio
-    expected = cache_bytes(TINY_SPEC, FRAMES, 64, 96, FPS, value_bytes=4)
+    cache = reference_cache[0]
+    tensors = shard_tensors(cache, "clip01")  # 96x64, with audio
+    tokens = tensors["text.prompt_features"].shape[1]
+    expected = cache_bytes(TINY_SPEC, FRAMES, 64, 96, FPS, value_bytes=4, text_tokens=tokens)
     assert sum(t.nbytes for t in tensors.values()) == expected["total"]
     assert tensors["video"].nbytes == expected["video"]
+    padded = padded_layout(tensors)
+    text_bytes = sum(t.nbytes for k, t in padded.items() if k.startswith("text."))
+    assert text_bytes == expected["text_padded"]
+    compact_text = sum(t.nbytes for k, t in tensors.items() if k.startswith("text"))
+    assert compact_text < text_bytes / 4
+    assert (cache / "clip01.safetensors").stat().st_size < len(
+        serialize(padded)
+    ) - 3 * text_bytes / 4
+
+
+def padded_layout(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shard's tensors as cache format 2 stored them: text padded, with its int64 mask."""
+    rest = {k: v for k, v in tensors.items() if not k.startswith("text")}
+    return rest | {f"text.{k}": v for k, v in text_inputs(tensors).items()}
 
 
 def test_one_phase_of_weights_is_resident_at_a_time(reference_cache, tiny_model: Path) -> None:
@@ -178,6 +208,80 @@ def test_one_phase_of_weights_is_resident_at_a_time(reference_cache, tiny_model:
     vaes = size["vae"] + size["audio_vae"]
     assert summary["peak_weight_bytes"] == max(text, vaes)
     assert summary["all_weight_bytes"] == text + vaes
+
+
+# ------------------------------------------------------------------------ compact text layout
+
+
+def test_text_repads_to_exactly_what_encode_prompts_gives(reference_cache, tiny_model) -> None:
+    """Every shard, and the empty prompt (caption dropout), stores only the attended tokens;
+    re-padded, they are the padded tensors bit for bit."""
+    from ltx.encode import encode_prompts
+    from ltx.loading import load_components
+
+    cache = reference_cache[0]
+    parts = load_components(tiny_model, cache_module.TEXT_PARTS)
+    index = index_of(cache)
+    entries = [*index["entries"].values(), index[EMPTY_PROMPT]]
+    for entry in entries:
+        tensors = load_entry(cache, entry)
+        expected = encode_prompts(parts, [entry.get("caption", "")])
+        tokens = int(expected["prompt_attention_mask"].sum())
+        assert tensors["text.prompt_features"].shape == (1, tokens, 32) and tokens < 128
+        got = text_inputs(tensors)
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], v) and got[k].dtype == v.dtype for k, v in expected.items())
+    assert load_entry(cache, index[EMPTY_PROMPT])["text.prompt_features"].shape[1] == 1  # BOS
+
+
+def test_velocity_is_bit_identical_on_compact_and_padded_text(reference_cache, tiny_model):
+    """The denoiser's output on a batch from the cache equals its output on the padded tensors
+    that preprocess used to store, to the bit."""
+    from ltx.encode import encode_prompts
+    from ltx.forward import predict_velocity
+    from ltx.loading import load_components
+
+    cache = reference_cache[0]
+    samples = [s for s in load_split(cache, "train") if s.clip_id in ("clip01", "clip03")]
+    assert samples[0].shape_key == samples[1].shape_key  # 96x64 with audio, two captions
+    batch = collate(samples)
+    parts = load_components(tiny_model, [*cache_module.TEXT_PARTS, "transformer"])
+    captions = [index_of(cache)["entries"][s.clip_id]["caption"] for s in samples]
+    assert captions[0] != captions[1]
+    old = [encode_prompts(parts, [c]) for c in captions]  # one prompt per call, as cached
+    padded = {k: torch.cat([o[k] for o in old]) for k in old[0]}
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randn(batch.video.shape, generator=g), torch.randn(batch.audio.shape, generator=g)
+    sigmas = torch.tensor([0.3, 0.8]), torch.tensor([0.6, 0.2])
+    new_out = predict_velocity(parts, *noisy, batch.text, *sigmas, fps=batch.fps)
+    old_out = predict_velocity(parts, *noisy, padded, *sigmas, fps=batch.fps)
+    assert all(torch.equal(a, b) for a, b in zip(new_out, old_out, strict=True))
+
+
+def test_a_format_2_cache_still_loads_and_is_reencoded(copy, tiny_model: Path) -> None:
+    """A cache from before (padded text): training reads it as it did;
+    preprocess re-encodes every entry, never misreads one."""
+    manifest, cache = copy
+    fresh = collate(load_split(cache, "train")[:1]).text
+    index = index_of(cache)
+    index["format"] = 2
+    for entry in [*index["entries"].values(), index[EMPTY_PROMPT]]:
+        path = cache / entry["file"]
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+        save_file(padded_layout(load_file(path)), path, metadata=metadata)
+        entry["sha256"] = sha256_file(path)
+    (cache / INDEX).write_text(json.dumps(index))
+    legacy = collate(load_split(cache, "train")[:1]).text
+    assert legacy.keys() == fresh.keys() and all(torch.equal(legacy[k], fresh[k]) for k in fresh)
+    check_cache(index, cache, tiny_model)
+
+    summary = build(manifest, cache, tiny_model)
+    assert summary["encoded"] == summary["entries"] == len(CLIPS) and summary["reused"] == 0
+    index = index_of(cache)
+    assert index["format"] == 3
+    assert "text_length" in shard_tensors(cache, "clip00")
+    assert "text_length" in load_file(cache / index[EMPTY_PROMPT]["file"])
 
 
 # ---------------------------------------------------------------------------- fresh and stale

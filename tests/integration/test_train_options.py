@@ -110,15 +110,15 @@ def test_a_wrong_comfyui_file_fails_verification(kind, cache_dir, model_path, tm
 def test_empty_prompt_is_cached_once_with_its_fingerprint(cache_dir, model_path) -> None:
     from ltx.encode import encode_prompts
     from ltx.loading import load_pipeline
-    from trainer.cache import EMPTY_PROMPT, load_entry
+    from trainer.cache import EMPTY_PROMPT, load_entry, text_inputs
 
     index = json.loads((cache_dir / "index.json").read_text())
     entry = index[EMPTY_PROMPT]
     assert entry["fingerprint"] and entry["file"] == "_empty_prompt.safetensors"
-    cached = load_entry(cache_dir, entry)
+    cached = text_inputs(load_entry(cache_dir, entry))  # stored compactly, as every shard
     expected = encode_prompts(load_pipeline(model_path), [""])
-    assert set(cached) == {f"text.{k}" for k in expected}
-    assert all(torch.equal(cached[f"text.{k}"], v) for k, v in expected.items())
+    assert set(cached) == set(expected)
+    assert all(torch.equal(cached[k], v) for k, v in expected.items())
 
 
 def test_caption_dropout_swaps_in_the_empty_prompt_deterministically(cache_dir) -> None:
