@@ -2,8 +2,8 @@
 
 One shard per clip, `<clip id>.safetensors`, holding `video` [C, F', H', W'], optionally `audio`
 [C, L, M'], and the caption's text compactly (`compact_text`; `text_inputs` re-pads it). Its
-metadata header carries the entry's fingerprint; `index.json` carries each shard's sha256 so a
-corrupted file is detected and re-encoded.
+metadata header carries the entry's fingerprint and LTX version; `index.json` carries each
+shard's sha256 so a corrupted file is detected and re-encoded.
 
 Crash safety: each shard is written atomically and then appended, as one JSON line, to its
 rank's journal (`.journal-rank<r>.jsonl`); `index.json` is rewritten once at the end from the
@@ -51,8 +51,8 @@ from trainer.config import PreprocessConfig
 INDEX = "index.json"
 EMPTY_PROMPT = "empty_prompt"  # index key: the "" caption's conditioning (caption dropout)
 EMPTY_PROMPT_FILE = "_empty_prompt.safetensors"
-# 3: text keeps only the attended tokens. Part of every fingerprint, so preprocess re-encodes a
-# format-2 cache; training still reads format 2.
+# 3: text keeps only the attended tokens, and the LTX version is part of the identity. Part of
+# every fingerprint, so preprocess re-encodes a format-2 cache; training still reads format 2.
 CACHE_FORMAT = 3
 TEXT, PAD = "text.", "text_pad."  # text.<name> [1, n, D]; text_pad.<name> [1, 1, D]
 TEXT_LENGTH = "text_length"  # int64 [1]: T, the length prompts were left-padded to
@@ -258,7 +258,7 @@ def make_plan(
     """Hash clips and model, replay the index and journals, and list what needs encoding."""
     _remove_temp_files(cache_dir)
     rows = {r["id"]: _with_clip_hash(r, curated_dir) for r in read_jsonl(manifest)}
-    identity = model_identity(model_path)
+    identity = model_identity(model_path, model_cfg.ltx_version)
     old = read_entries(cache_dir)
     prints = {i: entry_fingerprint(r, identity, cfg, model_cfg.dtype) for i, r in rows.items()}
     kept = {i: old[i] for i in sorted(rows) if _is_fresh(cache_dir, old.get(i), prints[i])}
@@ -289,7 +289,8 @@ def _empty_prompt_entry(
     release(parts)
     tensors = compact_text({k: v.detach().to("cpu") for k, v in features.items()})
     tensors = {k: v.contiguous() for k, v in sorted(tensors.items())}
-    data = canonical(serialize(tensors, metadata={"fingerprint": plan.empty_fingerprint}))
+    metadata = {"fingerprint": plan.empty_fingerprint, "ltx_version": plan.identity["ltx_version"]}
+    data = canonical(serialize(tensors, metadata=metadata))
     path = Path(cache_dir) / EMPTY_PROMPT_FILE
     with _disk_errors(path), atomic_path(path) as tmp:
         _write_file(tmp, data)
@@ -300,9 +301,11 @@ def _empty_prompt_entry(
     }
 
 
-def model_identity(model_path: Path) -> dict[str, str]:
-    """The hashes every fingerprint carries (cached by file size and mtime, so cheap)."""
+def model_identity(model_path: Path, ltx_version: str) -> dict[str, str]:
+    """What every fingerprint carries: the LTX version the cache is made for and the weights'
+    hashes (cached by file size and mtime, so cheap)."""
     return {
+        "ltx_version": ltx_version,
         "model": model_hash(model_path),
         "vae": component_hash(model_path, "vae"),
         "audio_vae": component_hash(model_path, "audio_vae"),
@@ -499,9 +502,12 @@ def _write_shard(
     atomically: a failure leaves no partial file."""
     fingerprint = plan.fingerprints[row["id"]]
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sorted(tensors.items())}
-    data = canonical(
-        serialize(tensors, metadata={"fingerprint": fingerprint, "clip_id": row["id"]})
-    )
+    metadata = {
+        "fingerprint": fingerprint,
+        "clip_id": row["id"],
+        "ltx_version": plan.identity["ltx_version"],
+    }
+    data = canonical(serialize(tensors, metadata=metadata))
     name = f"{row['id']}.safetensors"
     with _disk_errors(cache_dir / name), atomic_path(cache_dir / name) as tmp:
         _write_file(tmp, data)

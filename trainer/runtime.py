@@ -20,12 +20,21 @@ EXPERIMENT = "ltx-lora-train"  # MLflow experiment of training runs (MLFLOW_EXPE
 PARENT_RUN_ENV = "LTX_LORA_PARENT_RUN_ID"  # a sweep's parent run: tagged mlflow.parentRunId
 
 
-def check_cache(index: dict[str, Any], cache_dir: Path, model_path: Path) -> None:
-    """Refuse a cache encoded with another base model: its latents and text embeddings would
-    silently train the wrong thing."""
+def check_cache(index: dict[str, Any], cache_dir: Path, model_path: Path, ltx_version: str) -> None:
+    """Refuse a cache encoded for another LTX version or base model: its latents and text
+    embeddings would silently train the wrong thing. A cache older than version records
+    (format 2) is checked by its model hash alone."""
     from ltx.identity import model_hash
 
-    cached = (index.get("identity") or {}).get("model")
+    identity = index.get("identity") or {}
+    version = identity.get("ltx_version")
+    if version is not None and version != ltx_version:
+        raise UserError(
+            f"the latent cache {cache_dir} was made for LTX-{version}, but this run asks for "
+            f"LTX-{ltx_version} (model.ltx_version={ltx_version}): re-run `ltx-lora preprocess "
+            f"model=...` with this run's model settings to re-encode it for LTX-{ltx_version}"
+        )
+    cached = identity.get("model")
     current = model_hash(model_path)
     if cached != current:
         made_for = f"model {cached[:12]}…" if cached else "an unknown model"

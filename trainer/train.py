@@ -103,7 +103,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (resuming a matching unfinished run), export, verify; skip if already done."""
     index = read_json(cache_dir / INDEX)
-    check_cache(index, cache_dir, model_path)
+    check_cache(index, cache_dir, model_path, model_cfg.ltx_version)
     empty_text = empty_prompt(cache_dir, index) if cfg.caption_dropout > 0 else None
     settings = {
         "cache": sha256_json({k: e["sha256"] for k, e in index["entries"].items()}),

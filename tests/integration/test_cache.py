@@ -25,6 +25,7 @@ from ltx.sampling import Clip, write_clip
 from stagekit.errors import UserError
 from stagekit.files import read_jsonl, write_jsonl
 from stagekit.hashing import sha256_file
+from tests.integration.train_job import LINEAGE
 from trainer import cache as cache_module
 from trainer.cache import (
     EMPTY_PROMPT,
@@ -35,7 +36,7 @@ from trainer.cache import (
     load_entry,
     text_inputs,
 )
-from trainer.config import PreprocessConfig
+from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
 from trainer.data import collate, load_split
 from trainer.runtime import check_cache
 
@@ -156,6 +157,7 @@ def test_every_clip_has_a_shard_with_its_fingerprint(reference_cache, dataset: P
         }
         with safe_open(cache / entry["file"], "pt") as f:
             assert f.metadata()["fingerprint"] == entry["fingerprint"]
+            assert f.metadata()["ltx_version"] == "2.0"
             keys, video = set(f.keys()), f.get_tensor("video")
         assert ("audio" in keys) == row["has_audio"]
         assert {"text.prompt_features", "text_pad.prompt_features", "text_length"} <= keys
@@ -259,29 +261,73 @@ def test_velocity_is_bit_identical_on_compact_and_padded_text(reference_cache, t
 
 
 def test_a_format_2_cache_still_loads_and_is_reencoded(copy, tiny_model: Path) -> None:
-    """A cache from before (padded text): training reads it as it did;
+    """A cache from before (padded text, no LTX version): training reads it as it did;
     preprocess re-encodes every entry, never misreads one."""
     manifest, cache = copy
     fresh = collate(load_split(cache, "train")[:1]).text
     index = index_of(cache)
-    index["format"] = 2
+    index["format"], old_version = 2, index["identity"].pop("ltx_version")
     for entry in [*index["entries"].values(), index[EMPTY_PROMPT]]:
         path = cache / entry["file"]
         with safe_open(path, "pt") as f:
-            metadata = f.metadata()
+            metadata = {k: v for k, v in f.metadata().items() if k != "ltx_version"}
         save_file(padded_layout(load_file(path)), path, metadata=metadata)
         entry["sha256"] = sha256_file(path)
     (cache / INDEX).write_text(json.dumps(index))
     legacy = collate(load_split(cache, "train")[:1]).text
     assert legacy.keys() == fresh.keys() and all(torch.equal(legacy[k], fresh[k]) for k in fresh)
-    check_cache(index, cache, tiny_model)
+    check_cache(index, cache, tiny_model, "2.0")  # no version recorded: the model hash decides
 
     summary = build(manifest, cache, tiny_model)
     assert summary["encoded"] == summary["entries"] == len(CLIPS) and summary["reused"] == 0
     index = index_of(cache)
-    assert index["format"] == 3
+    assert index["format"] == 3 and index["identity"]["ltx_version"] == old_version
     assert "text_length" in shard_tensors(cache, "clip00")
     assert "text_length" in load_file(cache / index[EMPTY_PROMPT]["file"])
+
+
+# ---------------------------------------------------------------------------------- LTX version
+
+
+def test_the_ltx_version_is_recorded_and_fingerprinted(copy, tiny_model: Path) -> None:
+    manifest, cache = copy
+    index = index_of(cache)
+    assert index["identity"]["ltx_version"] == "2.0"
+    before = index[EMPTY_PROMPT]["fingerprint"]
+    with safe_open(cache / index[EMPTY_PROMPT]["file"], "pt") as f:
+        assert f.metadata()["ltx_version"] == "2.0"
+    # model_copy: only the version differs (validation may refuse 2.3 for a tiny model)
+    other = TINY.model_copy(update={"ltx_version": "2.3"})
+    summary = build_cache(
+        manifest, manifest.parent / "curated", cache, tiny_model, other, PreprocessConfig(),
+        progress=False,
+    )  # fmt: skip
+    assert summary["encoded"] == summary["entries"] == len(CLIPS) and summary["reused"] == 0
+    index = index_of(cache)
+    assert index["identity"]["ltx_version"] == "2.3"
+    assert index[EMPTY_PROMPT]["fingerprint"] != before
+    with safe_open(cache / "clip00.safetensors", "pt") as f:
+        assert f.metadata()["ltx_version"] == "2.3"
+
+
+def test_training_refuses_a_cache_made_for_another_ltx_version(
+    reference_cache, tiny_model: Path, tmp_path: Path
+) -> None:
+    from trainer.train import train
+
+    cache = reference_cache[0]
+    other = TINY.model_copy(update={"ltx_version": "2.3"})  # the same tiny weights
+    with pytest.raises(UserError) as err:
+        train(
+            cache, tmp_path / "train", tiny_model, other, LoraConfig(rank=4, alpha=8),
+            TrainerConfig(max_steps=1), seed=0, trigger="zorblat", lineage=LINEAGE,
+            resolved_config={}, checkpoint_root=tmp_path / "ckpt",
+        )  # fmt: skip
+    message = str(err.value)
+    assert "\n" not in message and str(cache) in message
+    assert "made for LTX-2.0" in message and "asks for LTX-2.3" in message
+    assert "re-run `ltx-lora preprocess model=" in message
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "train").exists()
 
 
 # ---------------------------------------------------------------------------- fresh and stale
