@@ -52,6 +52,7 @@ def predict_velocity(
     """
     from diffusers import LTX2Pipeline
 
+    from ltx.keyframes import marker_kwargs
     from ltx.sampling import use_cross_timestep
 
     transformer = component(pipe_or_components, "transformer")
@@ -87,6 +88,7 @@ def predict_velocity(
         isolate_modalities=isolate,
         use_cross_timestep=use_cross_timestep(transformer),
         return_dict=False,
+        **marker_kwargs(transformer, batch, video.shape[1], height, width),
     )
     video_v = LTX2Pipeline._unpack_latents(
         video_out.float(), frames, height, width, cfg.patch_size, cfg.patch_size_t

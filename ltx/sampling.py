@@ -78,8 +78,10 @@ def generate(
     negative_prompt: str = "",
 ) -> list[Clip]:
     """One clip per (prompt, seed), prompt-major; each is deterministic given its seed."""
+    from ltx.keyframes import marked_first_frame
+
     _check_size(pipe, width, height, frames)
-    with adapter_applied(pipe, adapter, adapter_scale):
+    with adapter_applied(pipe, adapter, adapter_scale), marked_first_frame(pipe.transformer):
         return [
             _generate_one(
                 pipe, p, s, width, height, frames, fps, steps, guidance_scale, negative_prompt

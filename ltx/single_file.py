@@ -106,7 +106,8 @@ def load_official(
     sd = _read_component(files, name, wanted, where)
     _check_shapes(model, sd, files, name)
     model.load_state_dict(sd, strict=True, assign=True)
-    return model.to(torch_dtype(dtype)).eval()
+    wanted_dtype = torch_dtype(dtype)
+    return (model if model.dtype == wanted_dtype else model.to(wanted_dtype)).eval()
 
 
 def _read_component(

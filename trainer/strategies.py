@@ -139,6 +139,7 @@ def predict_with_reference(
     from diffusers import LTX2Pipeline
 
     from ltx.forward import _packed_audio, _timestep, connect_text
+    from ltx.keyframes import marker_kwargs
     from ltx.sampling import use_cross_timestep
 
     transformer = denoiser["transformer"]
@@ -187,6 +188,8 @@ def predict_with_reference(
         isolate_modalities=isolate,
         use_cross_timestep=use_cross_timestep(transformer),
         return_dict=False,
+        # the target's first frame only: appended references stay unmarked
+        **marker_kwargs(transformer, b, tokens.shape[1], h, w),
     )
     video_v = LTX2Pipeline._unpack_latents(
         video_out[:, : target.shape[1]].float(), f, h, w, cfg.patch_size, cfg.patch_size_t
