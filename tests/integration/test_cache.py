@@ -236,22 +236,44 @@ def test_text_repads_to_exactly_what_encode_prompts_gives(reference_cache, tiny_
     assert load_entry(cache, index[EMPTY_PROMPT])["text.prompt_features"].shape[1] == 1  # BOS
 
 
-def test_velocity_is_bit_identical_on_compact_and_padded_text(reference_cache, tiny_model):
+@pytest.fixture(scope="session", params=["2.0", "2.3"])
+def versioned_cache(request, reference_cache, dataset: Path, tiny_model: Path, tmp_path_factory):
+    """(cache, model) of the tiny LTX-2.0, and of the tiny LTX-2.3: per-modality projections
+    with a bias, so its padded positions hold that bias, not zeros."""
+    if request.param == "2.0":
+        return reference_cache[0], tiny_model
+    cfg = TINY.model_copy(update={"ltx_version": request.param})
+    model = ensure_model(cfg, tmp_path_factory.mktemp("models"))
+    cache = tmp_path_factory.mktemp("ref") / "cache"
+    build_cache(
+        dataset, dataset.parent / "curated", cache, model, cfg, PreprocessConfig(), progress=False
+    )
+    return cache, model
+
+
+def test_velocity_is_bit_identical_on_compact_and_padded_text(versioned_cache) -> None:
     """The denoiser's output on a batch from the cache equals its output on the padded tensors
     that preprocess used to store, to the bit."""
     from ltx.encode import encode_prompts
     from ltx.forward import predict_velocity
     from ltx.loading import load_components
 
-    cache = reference_cache[0]
+    cache, tiny_model = versioned_cache
     samples = [s for s in load_split(cache, "train") if s.clip_id in ("clip01", "clip03")]
     assert samples[0].shape_key == samples[1].shape_key  # 96x64 with audio, two captions
     batch = collate(samples)
     parts = load_components(tiny_model, [*cache_module.TEXT_PARTS, "transformer"])
+    # padded positions held the projection of a zero row: its bias (2.3), else zeros (2.0)
+    conn = parts["connectors"]
+    proj = conn.video_text_proj_in if conn.config.per_modality_projections else conn.text_proj_in
+    bias = proj.bias if proj.bias is not None else torch.zeros(proj.out_features)
+    assert torch.equal(samples[0].tensors["text_pad.prompt_features"][0, 0], bias)
     captions = [index_of(cache)["entries"][s.clip_id]["caption"] for s in samples]
     assert captions[0] != captions[1]
     old = [encode_prompts(parts, [c]) for c in captions]  # one prompt per call, as cached
     padded = {k: torch.cat([o[k] for o in old]) for k in old[0]}
+    assert batch.text.keys() == padded.keys()
+    assert all(torch.equal(batch.text[k], v) for k, v in padded.items())
     g = torch.Generator().manual_seed(0)
     noisy = torch.randn(batch.video.shape, generator=g), torch.randn(batch.audio.shape, generator=g)
     sigmas = torch.tensor([0.3, 0.8]), torch.tensor([0.6, 0.2])
