@@ -76,3 +76,16 @@ def test_bases_without_the_marker_get_no_mask(version: str) -> None:
         predict_velocity(parts, video, None, _text(parts["connectors"]), sigma, sigma, fps=24.0)
     handle.remove()
     assert seen == [None]
+
+
+@pytest.mark.parametrize("preset", ["video_attention", "video_attention_ff", "all"])
+def test_no_target_preset_reaches_the_attention_gates(preset: str) -> None:
+    """2.3+ attention has a per-head gate Linear (`to_gate_logits`): presets leave it frozen."""
+    from ltx.lora import target_modules
+
+    transformer = build_tiny_components(0, version="2.3")["transformer"]
+    gates = [n for n, _ in transformer.named_modules() if n.endswith("to_gate_logits")]
+    chosen = target_modules(transformer, preset)
+    assert gates and chosen
+    assert not any(n.endswith("to_gate_logits") for n in chosen)
+    assert any(n.endswith("attn1.to_q") for n in chosen)
