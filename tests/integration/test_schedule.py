@@ -55,3 +55,43 @@ def test_uniform_share_and_range(scheduler) -> None:
     assert s.min() > 0 and s.max() <= 1
     # a narrow logit-normal never reaches σ<0.05; only the uniform share does (≈ 0.25·0.05)
     assert (s < 0.05).float().mean().item() == pytest.approx(0.25 * 0.05, abs=0.004)
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.3", "2.5"])
+def test_training_shift_is_the_deployed_samplers_per_version_and_size(version: str) -> None:
+    """Each version's own pipeline (tiny, its architecture) under the scheduler config the
+    version's model folder carries: the mu `LTX2Pipeline.__call__` passes to `set_timesteps`
+    equals the one training derives from its latents, over sizes on both sides of the
+    1024..4096-token anchors (the tiny VAE is x8 space, x2 time)."""
+    from ltx.tiny import build_tiny_pipeline
+    from ltx.versions import SCHEDULER
+    from trainer.objective import video_tokens
+
+    seen: list[float] = []
+
+    class Recording(FlowMatchEulerDiscreteScheduler):
+        """Records the mu it is given (the pipeline deep-copies it for the audio stream)."""
+
+        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
+            seen.append(mu)
+            return super().set_timesteps(num_inference_steps, device, sigmas, mu)
+
+    pipe = build_tiny_pipeline(0, version=version)
+    scheduler = Recording.from_config(SCHEDULER)
+    pipe.scheduler = scheduler
+    pipe.set_progress_bar_config(disable=True)
+    for frames, height, width in [(9, 64, 64), (9, 128, 256), (17, 192, 256)]:  # 320..6912
+        seen.clear()
+        latents = pipe(
+            prompt="a cat",
+            width=width,
+            height=height,
+            num_frames=frames,
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            output_type="latent",
+            return_dict=False,
+        )[0]
+        shape = (1, 8, (frames - 1) // 2 + 1, height // 8, width // 8)  # what training caches
+        assert tuple(latents.shape) == shape  # the grid training's latents have
+        assert seen[0] == pytest.approx(sequence_shift(scheduler, video_tokens(torch.zeros(shape))))
