@@ -60,6 +60,9 @@ class EvaluationConfig(_Strict):
     fps: float = Field(24.0, gt=0)
     steps: int = Field(4, gt=0)
     guidance_scale: float = Field(1.0, ge=0)
+    # the LoRA strength the adapter is rendered and scored at, and registered with: an
+    # inference surface applying it at another strength gets another model than was judged
+    adapter_strength: float = Field(1.0, gt=0)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -74,4 +77,5 @@ class EvaluationConfig(_Strict):
             "fps": self.fps,
             "steps": self.steps,
             "guidance_scale": self.guidance_scale,
+            "adapter_scale": self.adapter_strength,
         }

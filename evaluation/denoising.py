@@ -35,6 +35,7 @@ def cached_errors(
     size: tuple[int, int, int],
     fps: float,
     load_pipe: Callable[[], Any],
+    strength: float = 1.0,
 ) -> dict[str, Errors] | None:
     """side -> errors, each side cached by everything that determines it (the base's are shared
     by every adapter); the pipeline loads only when a side is missing. `references`: clip ->
@@ -44,7 +45,7 @@ def cached_errors(
     common = {"v": DENOISE_VERSION, "model": model_hash, "prompts": prompts, "sigmas": SIGMAS}
     common |= {"references": list(references.values()), "size": size, "fps": fps}
     files = {
-        side: cache_dir / "denoising" / f"{sha256_json({**common, 'adapter': sha})[:32]}.json"
+        side: cache_dir / "denoising" / f"{sha256_json(common | _side(sha, strength))[:32]}.json"
         for side, (_, sha) in sides.items()
     }
     missing = {side: sides[side][0] for side, f in files.items() if not f.is_file()}
@@ -56,11 +57,21 @@ def cached_errors(
         clips = {name: f for name, f in fitted.items() if f is not None}
         if not clips:
             return None
-        for side, errors in denoising_errors(load_pipe(), missing, clips, prompts, fps=fps).items():
+        errors_by_side = denoising_errors(
+            load_pipe(), missing, clips, prompts, fps=fps, strength=strength
+        )
+        for side, errors in errors_by_side.items():
             write_json(files[side], [[name, i, e] for (name, i), e in errors.items()])
     return {
         side: {(name, int(i)): float(e) for name, i, e in read_json(f)} for side, f in files.items()
     }
+
+
+def _side(adapter_sha: str | None, strength: float) -> dict[str, Any]:
+    """What a side's errors depend on: the base's do not depend on the adapter's strength."""
+    if adapter_sha is None or strength == 1.0:  # full strength: the keys made before it existed
+        return {"adapter": adapter_sha}
+    return {"adapter": adapter_sha, "strength": strength}
 
 
 def fit_clip(frames: np.ndarray, width: int, height: int, count: int) -> np.ndarray | None:
@@ -88,6 +99,7 @@ def denoising_errors(
     *,
     fps: float,
     seed: int = 0,
+    strength: float = 1.0,
 ) -> dict[str, Errors]:
     """side → {(clip name, prompt x sigma index): velocity MSE} for every side in `adapters`
     (None: the base), on identical noisy latents."""
@@ -105,7 +117,7 @@ def denoising_errors(
         noisy[name] = noisy_latents(z[None].expand_as(noise), noise, sigmas)
     errors: dict[str, Errors] = {}
     for side, adapter in adapters.items():
-        with adapter_applied(pipe, adapter):
+        with adapter_applied(pipe, adapter, strength):
             errors[side] = {
                 (name, j * len(SIGMAS) + k): err
                 for name, (x_t, target) in noisy.items()

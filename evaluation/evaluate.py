@@ -94,6 +94,7 @@ def evaluate(
     verdict = judge(scored.scores, cfg.gate)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
+        metrics["adapter_strength"] = cfg.adapter_strength
         metrics["files"] = _copy_media(tmp, samples, references)
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.html", render_report(metrics))
@@ -153,7 +154,9 @@ def _denoising(
     pair = {side: sides[side] for side in ("base", "adapter")}
     prompts = [p.text for p in suite.group("in_distribution")]
     size = (cfg.width, cfg.height, cfg.frames)
-    errors = cached_errors(*cache, pair, references, prompts, size, cfg.fps, load_pipe)
+    errors = cached_errors(
+        *cache, pair, references, prompts, size, cfg.fps, load_pipe, cfg.adapter_strength
+    )
     if errors is None:
         out.unavailable["denoising"] = f"no reference clip has {cfg.frames} frames"
         return
@@ -192,6 +195,7 @@ def _metrics(
         "stats": scored.stats,
         "adapter_name": f"{card['client']}.{card['adapter']}",
         "base_model": model_cfg.name,
+        "ltx_version": model_cfg.ltx_version,
         "backends": {k: store.label(k) for k in ("image", "text_image", "video") if store.label(k)}
         | {"motion": motion.backend_label()},
         "suite_source": suite.source,

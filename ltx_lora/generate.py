@@ -96,8 +96,8 @@ def render(
 
     check_base_model(adapter, model_hash(model_path))
     pipe = load_pipeline(model_path, cfg.model.dtype)
-    settings = cfg.evaluation.render_settings()
-    (clip,) = generate(pipe, [prompt], [seed], adapter=adapter, adapter_scale=scale, **settings)
+    settings = {**cfg.evaluation.render_settings(), "adapter_scale": scale}
+    (clip,) = generate(pipe, [prompt], [seed], adapter=adapter, **settings)
     write_clip(out, clip)
     return out
 

@@ -236,6 +236,9 @@ def version_tags(
     suite = eval_suite(evaluation)
     if suite is not None:
         tags[EVAL_SUITE_TAG] = suite
+    strength = (evaluation.record.model_extra or {}).get("adapter_strength")
+    if strength is not None:  # what the scores were measured at: apply it at this strength
+        tags["adapter_strength"] = repr(float(strength))
     if card and card.get("trigger"):
         tags["trigger"] = str(card["trigger"])  # what a prompt must contain to use the adapter
     return tags

@@ -164,3 +164,16 @@ def test_video_only_clip(tmp_path: Path) -> None:
     write_clip(tmp_path / "v.mp4", _smooth_clip(9, with_audio=False))
     back = read_clip(tmp_path / "v.mp4")
     assert back.audio is None and back.sample_rate is None and back.video.shape[0] == 9
+
+
+def test_denoising_is_measured_at_the_evaluated_strength(pipe, adapter_files) -> None:
+    """The held-out denoising error applies the adapter at `evaluation.adapter_strength`, as
+    the renders do: half strength is another model than full strength."""
+    from evaluation.denoising import denoising_errors
+
+    clip = {"c": generate(pipe, ["a red cat"], [0], **SIZE)[0].video}
+    adapters = {"adapter": adapter_files["diffusers"]}
+    full = denoising_errors(pipe, adapters, clip, ["a red cat"], fps=24.0)["adapter"]
+    half = denoising_errors(pipe, adapters, clip, ["a red cat"], fps=24.0, strength=0.5)
+    again = denoising_errors(pipe, adapters, clip, ["a red cat"], fps=24.0, strength=1.0)
+    assert full == again["adapter"] and full != half["adapter"]

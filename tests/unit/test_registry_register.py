@@ -72,6 +72,7 @@ def make_train_dir(root: Path, seed: int = 0, steps: int = 5) -> Path:
 def make_eval_dir(root: Path, verdict: str = "pass", scores: dict | None = None) -> Path:
     (root / "samples").mkdir(parents=True)
     metrics = {"verdict": verdict, "scores": SCORES if scores is None else scores, "n": 2}
+    metrics["adapter_strength"] = 0.8  # what the evaluation rendered and scored it at
     (root / "metrics.json").write_text(json.dumps(metrics))
     (root / "report.html").write_text("<html><body>report</body></html>")
     (root / "samples" / "prompt0.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
@@ -134,6 +135,7 @@ def test_register_creates_version_with_tags_alias_and_artifacts(client, tmp_path
         "score.clip_t": "0.3125",
         "score.dino": "0.70125",
         "trigger": "zorblat",
+        "adapter_strength": "0.8",
     }
     assert {k: mv.tags.get(k) for k in expected} == expected
     for words in ("ltx2-tiny", "verdict pass", "clip_t 0.3125", "zorblat", "Acme Brand Team"):
