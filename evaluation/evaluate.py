@@ -83,7 +83,7 @@ def evaluate(
     def pipe() -> Any:  # loaded once, and only if a render or a denoising side is missing
         from ltx.loading import load_pipeline
 
-        return load_pipeline(model_path, model_cfg.dtype)
+        return load_pipeline(model_path, model_cfg.dtype, inference=True)  # as deployed
 
     samples = _render(suite, sides, mhash, pipe, cfg, cache_dir)
     store = FeatureStore(cfg.features, cache_dir)

@@ -20,5 +20,8 @@ class ModelConfig(BaseModel):
     path: str | None = None  # the diffusers folder, official checkpoint or 2.5 folder
     text_encoder_path: str | None = None  # Gemma 3 folder beside a 2.0/2.3 checkpoint
     config_dir: str | None = None  # component configs (<name>/config.json) for other sizes
+    # a distilled transformer (official file) that renders use; training stays on `path`'s dev
+    # weights (source=official)
+    inference_path: str | None = None
     seed: int = 0  # weights seed (source=tiny)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -170,15 +170,23 @@ def torch_dtype(dtype: str) -> Any:
     return getattr(torch, dtype)
 
 
-def load_pipeline(path: Path, dtype: str = "float32") -> Any:
-    """The whole `LTX2Pipeline` from a local folder (CPU; move it with `.to(device)`)."""
+def load_pipeline(path: Path, dtype: str = "float32", inference: bool = False) -> Any:
+    """The whole `LTX2Pipeline` from a local folder (CPU; move it with `.to(device)`).
+    `inference`: renders, which use `model.inference_path`'s distilled transformer and its
+    sampler when the model names one; training and export checks keep the dev weights."""
     from diffusers import LTX2Pipeline
 
-    from ltx.official import read_view
+    from ltx.official import distilled_sampler, load_view_component, read_view
 
     check_model_folder(Path(path))
-    if read_view(path) is not None:  # official files: weights through their key map
-        pipe = LTX2Pipeline(**load_components(path, model_index(Path(path)), dtype))
+    view = read_view(path)
+    if view is not None:  # official files: weights through their key map
+        parts = load_components(path, model_index(Path(path)), dtype)
+        if inference and "inference" in view:
+            parts["transformer"] = load_view_component(path, view, "transformer", dtype, True)
+        pipe = LTX2Pipeline(**parts)
+        if inference and "inference" in view:
+            distilled_sampler(pipe, view)
     else:
         pipe = LTX2Pipeline.from_pretrained(
             str(path), dtype=torch_dtype(dtype), local_files_only=True

@@ -21,7 +21,14 @@ from typing import Any
 
 from ltx.config import ModelConfig
 from ltx.single_file import SINGLE_FILE_COMPONENTS, load_official
-from ltx.versions import SCHEDULER, Version, check_version, detect_version, get_version
+from ltx.versions import (
+    DISTILLED_SIGMAS,
+    SCHEDULER,
+    Version,
+    check_version,
+    detect_version,
+    get_version,
+)
 from stagekit.errors import UserError
 from stagekit.files import atomic_dir, write_json
 
@@ -108,7 +115,10 @@ def ensure_official(cfg: ModelConfig, models_dir: Path) -> Path:
     version = get_version(cfg.ltx_version)
     files = official_files(Path(cfg.path or ""), version)
     transformer = files["transformer"][0]
-    check_version(cfg.ltx_version, detect_version(*_keys_and_metadata(transformer)), transformer)
+    _check_transformer(transformer, cfg.ltx_version, version)
+    if cfg.inference_path:
+        files["inference"] = [_inference_file(Path(cfg.inference_path).expanduser(), version)]
+        _check_transformer(files["inference"][0], cfg.ltx_version, version)
     if any(mark in transformer.name for mark in version.distilled_names):
         warnings.warn(
             f"{transformer.name} is a distilled checkpoint: a LoRA trained on it learns the "
@@ -124,6 +134,51 @@ def ensure_official(cfg: ModelConfig, models_dir: Path) -> Path:
         with atomic_dir(dest) as tmp:
             _write_view(tmp, cfg, version, files, text_dir)
     return dest
+
+
+def _check_transformer(path: Path, configured: str, version: Version) -> None:
+    """Refuse a transformer of another version, or a quantised one, naming the right file."""
+    keys, meta = _keys_and_metadata(path)
+    check_version(configured, detect_version(keys, meta), path)
+    kind = quantised(path, keys)
+    if kind:
+        raise UserError(
+            f"{path.name} is a quantised transformer ({kind}); training and our renders read "
+            f"the bf16 weights: use {DEV_FILES[version.name]}"
+        )
+
+
+# The bf16 dev transformers Lightricks publishes (README, MODELS-LTX-2.3.md)
+DEV_FILES = {
+    "2.0": "ltx-2-19b-dev.safetensors",
+    "2.3": "ltx-2.3-22b-dev.safetensors",
+    "2.5": "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors",
+}
+# ltx-core's pre-quantised layouts: fp8 (`*.weight_scale`, float8 weights), nvfp4 (uint8
+# weights with `weight_scale_2`), and int8 weight-only exports (int8 weights + scales)
+_QUANT_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".bias_scale")
+_QUANT_DTYPES = {"F8_E4M3": "fp8 e4m3", "F8_E5M2": "fp8 e5m2", "I8": "int8", "U8": "packed 4-bit"}
+
+
+def quantised(path: Path, keys: list[str]) -> str | None:
+    """What kind of quantised checkpoint `path` is, or None for plain float weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        for key in keys:
+            if key.endswith(".weight"):
+                dtype = f.get_slice(key).get_dtype()
+                if dtype in _QUANT_DTYPES:
+                    return f"{_QUANT_DTYPES[dtype]} weights"
+    scaled = [k for k in keys if k.endswith(_QUANT_SUFFIXES)]
+    return f"scaled weights, e.g. {scaled[0]}" if scaled else None
+
+
+def _inference_file(path: Path, version: Version) -> Path:
+    """The distilled transformer renders use: its file (2.0/2.3: the distilled checkpoint)."""
+    if not path.is_file():
+        raise UserError(f"model.inference_path {path} is not a file (nothing is downloaded)")
+    return path
 
 
 def _keys_and_metadata(path: Path) -> tuple[list[str], dict[str, str]]:
@@ -180,7 +235,11 @@ def _write_view(
         write_json(dest / name / "config.json", _config(cfg, version, name, text_config))
     write_json(dest / "scheduler" / "scheduler_config.json", SCHEDULER)
     write_json(dest / "model_index.json", _model_index(version, text_config))
-    write_json(dest / OFFICIAL_JSON, {"ltx_version": version.name, "files": links})
+    inference = links.pop("inference", None)
+    view = {"ltx_version": version.name, "files": links}
+    if inference:
+        view["inference"] = {"transformer": inference, "sigmas": list(DISTILLED_SIGMAS)}
+    write_json(dest / OFFICIAL_JSON, view)
 
 
 def _link_weights(dest: Path, files: dict[str, list[Path]]) -> dict[str, list[str]]:
@@ -274,15 +333,30 @@ def check_gemma_version(transformer: Path, text_encoder: Path) -> None:
         )
 
 
+def distilled_sampler(pipe: Any, view: dict[str, Any]) -> None:
+    """Sample as distilled checkpoints are deployed: the fixed sigma list, no dynamic shift
+    (ltx-pipelines `DISTILLED_SIGMA_VALUES`; diffusers' converter's distilled scheduler)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = {**SCHEDULER, "use_dynamic_shifting": False, "shift_terminal": None}
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+    pipe.ltx_sigmas = list(view["inference"]["sigmas"])
+
+
 def read_view(path: Path) -> dict[str, Any] | None:
     """`official.json` of a view folder (None for a plain diffusers folder)."""
     file = Path(path) / OFFICIAL_JSON
     return json.loads(file.read_text()) if file.is_file() else None
 
 
-def load_view_component(path: Path, view: dict[str, Any], name: str, dtype: str) -> Any:
-    """One component of a view folder, weights from the official files."""
+def load_view_component(
+    path: Path, view: dict[str, Any], name: str, dtype: str, inference: bool = False
+) -> Any:
+    """One component of a view folder, weights from the official files (`inference`: the
+    distilled transformer renders use, when the view names one)."""
     files = [Path(path) / rel for rel in view["files"][name]]
+    if inference and name in view.get("inference", {}):
+        files = [Path(path) / rel for rel in view["inference"][name]]
     for f in files:
         if not f.exists():
             raise UserError(f"{f} points at {os.readlink(f)}, which is gone: restore it or re-run")

@@ -120,6 +120,9 @@ def _generate_one(
 ) -> Clip:
     # A CPU generator gives the same noise on any device, so a seed means the same clip.
     generator = torch.Generator("cpu").manual_seed(seed)
+    sigmas = getattr(pipe, "ltx_sigmas", None)  # a distilled base: its fixed schedule, no CFG
+    if sigmas is not None:
+        steps, guidance_scale = len(sigmas), 1.0
     video, audio = pipe(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -128,6 +131,7 @@ def _generate_one(
         num_frames=frames,
         frame_rate=fps,
         num_inference_steps=steps,
+        sigmas=sigmas,
         generator=generator,
         max_sequence_length=text_max_length(pipe),
         output_type="np",

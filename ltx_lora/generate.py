@@ -95,7 +95,7 @@ def render(
     from ltx.sampling import generate, write_clip
 
     check_base_model(adapter, model_hash(model_path))
-    pipe = load_pipeline(model_path, cfg.model.dtype)
+    pipe = load_pipeline(model_path, cfg.model.dtype, inference=True)
     settings = {**cfg.evaluation.render_settings(), "adapter_scale": scale}
     (clip,) = generate(pipe, [prompt], [seed], adapter=adapter, **settings)
     write_clip(out, clip)

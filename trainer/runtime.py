@@ -315,6 +315,7 @@ class ValidationSampler:
         if self.entry is None:
             return {}
         if self.pipe is None:
+            # the dev sampler: the transformer rendered here is the one being trained (dev)
             self.pipe = load_pipeline(self.model_path, self.model_cfg.dtype)
         transformer = denoiser["transformer"]
         self.pipe.transformer, self.pipe.connectors = transformer, denoiser["connectors"]

@@ -181,3 +181,97 @@ def test_2_0_and_2_3_need_the_gemma_folder(tiny: dict, tmp_path: Path) -> None:
     cfg = tiny["cfg"].model_copy(update={"text_encoder_path": None})
     with pytest.raises(UserError, match=r"model\.text_encoder_path=<local Gemma 3 folder>"):
         ensure_model(cfg, tmp_path)
+
+
+def _single_file_23(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
+    """A tiny 2.3 checkpoint (weights of `seed`), the tiny folder (configs), a Gemma folder."""
+    folder = ensure_model(ModelConfig(name="t", source="tiny", ltx_version="2.3"), root)
+    ckpt = save_official(build_tiny_components(seed, version="2.3"), root / f"s{seed}", "2.3")
+    gemma = root / "gemma"
+    if not gemma.exists():
+        shutil.copytree(folder / "text_encoder", gemma)
+        for p in (folder / "tokenizer").iterdir():
+            shutil.copy(p, gemma / p.name)
+    return ckpt, folder, gemma
+
+
+def test_a_quantised_transformer_is_refused_naming_the_bf16_file(tmp_path: Path) -> None:
+    ckpt, folder, gemma = _single_file_23(tmp_path)
+    sd = load_file(ckpt)
+    key = "model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"
+    sd[key] = sd[key].to(torch.float8_e4m3fn)  # ltx-core's fp8 layout: float8 + a scale
+    sd[key.replace(".weight", ".weight_scale")] = torch.tensor(1.0)
+    fp8 = tmp_path / "ltx-2.3-22b-dev-fp8.safetensors"
+    save_file(sd, fp8)
+    cfg = ModelConfig(
+        name="t",
+        source="official",
+        ltx_version="2.3",
+        path=str(fp8),
+        text_encoder_path=str(gemma),
+        config_dir=str(folder),
+    )
+    with pytest.raises(
+        UserError,
+        match=r"quantised transformer \(fp8 e4m3 weights\).*"
+        r"use ltx-2\.3-22b-dev\.safetensors",
+    ):
+        ensure_model(cfg, tmp_path / "models")
+
+
+def test_renders_go_through_the_named_distilled_transformer(tmp_path: Path) -> None:
+    """`model.inference_path`: renders load that transformer and sample on the distilled
+    sigma list; training and the export check keep the dev weights."""
+    from ltx.sampling import generate
+    from ltx.versions import DISTILLED_SIGMAS
+
+    dev, folder, gemma = _single_file_23(tmp_path, seed=0)
+    distilled = _single_file_23(tmp_path, seed=1)[0].rename(tmp_path / "ltx-2.3-distilled.sft")
+    cfg = ModelConfig(
+        name="t",
+        source="official",
+        ltx_version="2.3",
+        path=str(dev),
+        text_encoder_path=str(gemma),
+        config_dir=str(folder),
+        inference_path=str(distilled),
+    )
+    view = ensure_model(cfg, tmp_path / "models")
+    training, rendering = load_pipeline(view), load_pipeline(view, inference=True)
+    memory = {s: build_tiny_components(s, version="2.3")["transformer"] for s in (0, 1)}
+    for pipe, seed in ((training, 0), (rendering, 1)):
+        for key, value in memory[seed].state_dict().items():
+            assert torch.equal(pipe.transformer.state_dict()[key], value)
+    seen: list = []
+    rendering.transformer.register_forward_hook(
+        lambda m, a, kw, o: seen.append(kw["timestep"]), with_kwargs=True
+    )
+    generate(
+        rendering,
+        ["a cat"],
+        [0],
+        width=64,
+        height=64,
+        frames=9,
+        fps=24.0,
+        steps=30,
+        guidance_scale=4.0,
+    )
+    # one call per sigma (no CFG doubling): the distilled list, unshifted
+    levels = [float(t.flatten()[0]) / 1000 for t in seen]
+    assert levels == pytest.approx(list(DISTILLED_SIGMAS), abs=1e-6)
+
+
+def test_training_on_a_distilled_checkpoint_warns_why(tmp_path: Path) -> None:
+    ckpt, folder, gemma = _single_file_23(tmp_path)
+    distilled = ckpt.rename(tmp_path / "ltx-2.3-22b-distilled.safetensors")
+    cfg = ModelConfig(
+        name="t",
+        source="official",
+        ltx_version="2.3",
+        path=str(distilled),
+        text_encoder_path=str(gemma),
+        config_dir=str(folder),
+    )
+    with pytest.warns(UserWarning, match="distilled checkpoint: a LoRA trained on it"):
+        ensure_model(cfg, tmp_path / "models")
