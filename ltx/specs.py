@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltx import demo, tiny
+from ltx.versions import VERSIONS
 
 AUDIO_LATENTS_PER_SECOND = 25  # 16 kHz mel, hop 160, x4 time compression
 
@@ -69,17 +70,7 @@ DEMO = ModelSpec(
 SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY, "demo": DEMO}
 
 # The real LTX-2.0 video VAE config (diffusers conversion script): bucket rules come from it.
-LTX_2_0_VAE_CONFIG: dict[str, Any] = {
-    "latent_channels": 128,
-    "block_out_channels": [256, 512, 1024, 2048],
-    "layers_per_block": [4, 6, 6, 2, 2],
-    "spatio_temporal_scaling": [True, True, True, True],
-    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
-    "patch_size": 4,
-    "patch_size_t": 1,
-    "spatial_compression_ratio": 32,
-    "temporal_compression_ratio": 8,
-}
+LTX_2_0_VAE_CONFIG: dict[str, Any] = VERSIONS["2.0"].configs["vae"]
 
 
 # Tokens of a typical caption (BOS included): the captioner generates at most 48 tokens

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ltx.versions import SCHEDULER
+
 # Every size of the tiny model lives in this one tree: its hash names the model folder, so any
 # change here builds a new model instead of silently reusing an old one.
 TEXT_HIDDEN = 32
@@ -267,17 +269,8 @@ VOCODER_BWE_CONFIG: dict[str, Any] = {
     "input_sampling_rate": AUDIO_SAMPLE_RATE,
     "output_sampling_rate": BWE_SAMPLE_RATE,  # a whole multiple of the input rate: x3
 }
-SCHEDULER_CONFIG: dict[str, Any] = {  # the LTX-2 flow-matching schedule
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.95,
-    "max_shift": 2.05,
-    "base_image_seq_len": 1024,
-    "max_image_seq_len": 4096,
-    "shift_terminal": 0.1,
-    "time_shift_type": "exponential",
-}
+# the LTX-2 flow-matching schedule, as every version's model folder carries it
+SCHEDULER_CONFIG: dict[str, Any] = {k: v for k, v in SCHEDULER.items() if k != "_class_name"}
 CROSS_ATTN_GAIN = 3.0  # text cross-attention sharpening at init (see _transformer)
 FORMAT_VERSION = 1  # bump when the build changes in a way the configs above do not show
 

@@ -8,34 +8,10 @@ import pytest
 
 from ltx.buckets import BucketRules, bucket_rules, bucket_rules_from_vae_config
 from ltx.tiny import save_tiny_model
+from ltx.versions import VERSIONS
 
-# AutoencoderKLLTX2Video config of the released LTX-2.0 (diffusers' convert_ltx2_to_diffusers.py).
-LTX2_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 128,
-    "block_out_channels": [256, 512, 1024, 2048],
-    "down_block_types": ["LTX2VideoDownBlock3D"] * 4,
-    "decoder_block_out_channels": [256, 512, 1024],
-    "layers_per_block": [4, 6, 6, 2, 2],
-    "decoder_layers_per_block": [5, 5, 5, 5],
-    "spatio_temporal_scaling": [True, True, True, True],
-    "decoder_spatio_temporal_scaling": [True, True, True],
-    "decoder_inject_noise": [False, False, False, False],
-    "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
-    "upsample_residual": [True, True, True],
-    "upsample_factor": [2, 2, 2],
-    "timestep_conditioning": False,
-    "patch_size": 4,
-    "patch_size_t": 1,
-    "resnet_norm_eps": 1e-6,
-    "encoder_causal": True,
-    "decoder_causal": False,
-    "encoder_spatial_padding_mode": "zeros",
-    "decoder_spatial_padding_mode": "reflect",
-    "spatial_compression_ratio": 32,
-    "temporal_compression_ratio": 8,
-}
+# AutoencoderKLLTX2Video config of the released LTX-2.0 (diffusers' convert_ltx2_to_diffusers.py)
+LTX2_VAE_CONFIG = VERSIONS["2.0"].configs["vae"]
 
 
 def test_real_ltx2_config_gives_32_and_8() -> None:

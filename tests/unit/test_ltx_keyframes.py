@@ -35,14 +35,20 @@ def _capture(transformer: Any) -> tuple[list, Any]:
     return seen, transformer.register_forward_hook(hook, with_kwargs=True)
 
 
-def test_training_marks_the_first_latent_frame_only() -> None:
-    parts = build_tiny_components(0, version="2.5")
+def _training_masks(version: str) -> list:
+    """The masks one training forward (`predict_velocity`) hands the transformer."""
+    parts = build_tiny_components(0, version=version)
     seen, handle = _capture(parts["transformer"])
     video = torch.randn(1, parts["transformer"].config.in_channels, F, H, W)
     sigma = torch.tensor([0.5])
     with torch.no_grad():
         predict_velocity(parts, video, None, _text(parts["connectors"]), sigma, sigma, fps=24.0)
     handle.remove()
+    return seen
+
+
+def test_training_marks_the_first_latent_frame_only() -> None:
+    seen = _training_masks("2.5")
     expected = torch.zeros(1, F * H * W, 1)
     expected[:, : H * W] = 1
     assert torch.equal(seen[0], expected)
@@ -68,14 +74,7 @@ def test_renders_mark_the_same_tokens_and_the_marker_changes_the_output() -> Non
 
 @pytest.mark.parametrize("version", ["2.0", "2.3"])
 def test_bases_without_the_marker_get_no_mask(version: str) -> None:
-    parts = build_tiny_components(0, version=version)
-    seen, handle = _capture(parts["transformer"])
-    video = torch.randn(1, parts["transformer"].config.in_channels, F, H, W)
-    sigma = torch.tensor([0.5])
-    with torch.no_grad():
-        predict_velocity(parts, video, None, _text(parts["connectors"]), sigma, sigma, fps=24.0)
-    handle.remove()
-    assert seen == [None]
+    assert _training_masks(version) == [None]
 
 
 @pytest.mark.parametrize("preset", ["video_attention", "video_attention_ff", "all"])

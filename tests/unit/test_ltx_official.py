@@ -195,6 +195,18 @@ def _single_file_23(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     return ckpt, folder, gemma
 
 
+def _cfg_23(path: Path, folder: Path, gemma: Path, **extra: str) -> ModelConfig:
+    return ModelConfig(
+        name="t",
+        source="official",
+        ltx_version="2.3",
+        path=str(path),
+        text_encoder_path=str(gemma),
+        config_dir=str(folder),
+        **extra,
+    )
+
+
 def test_a_quantised_transformer_is_refused_naming_the_bf16_file(tmp_path: Path) -> None:
     ckpt, folder, gemma = _single_file_23(tmp_path)
     sd = load_file(ckpt)
@@ -203,14 +215,7 @@ def test_a_quantised_transformer_is_refused_naming_the_bf16_file(tmp_path: Path)
     sd[key.replace(".weight", ".weight_scale")] = torch.tensor(1.0)
     fp8 = tmp_path / "ltx-2.3-22b-dev-fp8.safetensors"
     save_file(sd, fp8)
-    cfg = ModelConfig(
-        name="t",
-        source="official",
-        ltx_version="2.3",
-        path=str(fp8),
-        text_encoder_path=str(gemma),
-        config_dir=str(folder),
-    )
+    cfg = _cfg_23(fp8, folder, gemma)
     with pytest.raises(
         UserError,
         match=r"quantised transformer \(fp8 e4m3 weights\).*"
@@ -227,15 +232,7 @@ def test_renders_go_through_the_named_distilled_transformer(tmp_path: Path) -> N
 
     dev, folder, gemma = _single_file_23(tmp_path, seed=0)
     distilled = _single_file_23(tmp_path, seed=1)[0].rename(tmp_path / "ltx-2.3-distilled.sft")
-    cfg = ModelConfig(
-        name="t",
-        source="official",
-        ltx_version="2.3",
-        path=str(dev),
-        text_encoder_path=str(gemma),
-        config_dir=str(folder),
-        inference_path=str(distilled),
-    )
+    cfg = _cfg_23(dev, folder, gemma, inference_path=str(distilled))
     view = ensure_model(cfg, tmp_path / "models")
     training, rendering = load_pipeline(view), load_pipeline(view, inference=True)
     memory = {s: build_tiny_components(s, version="2.3")["transformer"] for s in (0, 1)}
@@ -265,13 +262,6 @@ def test_renders_go_through_the_named_distilled_transformer(tmp_path: Path) -> N
 def test_training_on_a_distilled_checkpoint_warns_why(tmp_path: Path) -> None:
     ckpt, folder, gemma = _single_file_23(tmp_path)
     distilled = ckpt.rename(tmp_path / "ltx-2.3-22b-distilled.safetensors")
-    cfg = ModelConfig(
-        name="t",
-        source="official",
-        ltx_version="2.3",
-        path=str(distilled),
-        text_encoder_path=str(gemma),
-        config_dir=str(folder),
-    )
+    cfg = _cfg_23(distilled, folder, gemma)
     with pytest.warns(UserWarning, match="distilled checkpoint: a LoRA trained on it"):
         ensure_model(cfg, tmp_path / "models")
