@@ -1,11 +1,13 @@
-"""`python -m bench.gpu_transformer [--steps N] [--no-vae]`: full-size LTX-2 on one GPU.
+"""`python -m bench.gpu_transformer [--version 2.0|2.3|2.5] [--steps N] [--no-vae]`: full-size
+LTX-2 on one GPU.
 
-Builds the LTX-2.0 transformer at its real size (19B, 48 layers, random weights, bf16) with a
+Builds the LTX-2.x transformer at its real size (19-22B, 48 layers, random weights, bf16) with a
 rank-32 LoRA on the video attention, and times LoRA training steps on one 121-frame 512x768 clip
 (6144 video tokens, 126 audio tokens, 1024 text tokens) with gradient checkpointing and AdamW
 on the adapter only: seconds per step, peak VRAM and MFU (the step's model FLOPs, counted once on
-PyTorch's meta device, over the GPU's dense bf16 peak). Then the LTX-2.0 video VAE encodes the
-same clip: seconds per clip and peak VRAM. Random weights take the time real ones take; nothing
+PyTorch's meta device, over the GPU's dense bf16 peak). Then the version's video VAE encodes the
+same clip: seconds per clip and peak VRAM. Each version's configs come from `ltx.versions`; 2.5
+passes its keyframe marker as training does. Random weights take the time real ones take; nothing
 is downloaded. Without a CUDA GPU it says so and exits 2.
 """
 
@@ -19,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ltx.specs import LTX_2_0, LTX_2_0_VAE_CONFIG, TINY, ModelSpec
+from ltx.specs import LTX_2_0, LTX_2_0_VAE_CONFIG, LTX_2_3, TINY, ModelSpec
+from ltx.versions import VERSIONS
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of the device name.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -51,10 +54,16 @@ class Workload:
         """[B, C, F', H', W'] video and [B, C_a, L, M'] audio latents, [B, T, D] text."""
         b, s = self.batch, self.spec
         caption = self.transformer.get("caption_channels", 3840)
+        video_text, audio_text = caption, caption
+        if not self.transformer.get("use_prompt_embeddings", True):  # 2.3+: connector outputs
+            t = self.transformer
+            video_text = t["num_attention_heads"] * t["attention_head_dim"]
+            audio_text = t["audio_num_attention_heads"] * t["audio_attention_head_dim"]
         return {
             "video": (b, *s.video_latent_shape(self.frames, self.height, self.width)),
             "audio": (b, *s.audio_latent_shape(self.frames, self.fps)),
-            "text": (b, s.text_tokens, caption),
+            "text": (b, s.text_tokens, video_text),
+            "audio_text": (b, s.text_tokens, audio_text),
             "pixels": (b, 3, self.frames, self.height, self.width),
         }
 
@@ -62,15 +71,25 @@ class Workload:
 FULL = Workload(LTX_2_0, {"rope_type": "split"}, dict(LTX_2_0_VAE_CONFIG))
 
 
-def tiny() -> Workload:
-    """The same workload on the tiny model (what the CPU test builds)."""
+def full(version: str) -> Workload:
+    """The full-size workload of LTX-`version` (2.5 shares 2.3's latent and text sizes)."""
+    if version == "2.0":
+        return FULL
+    configs = VERSIONS[version].configs
+    return replace(
+        FULL, spec=LTX_2_3, transformer=dict(configs["transformer"]), vae=dict(configs["vae"])
+    )
+
+
+def tiny(version: str = "2.0") -> Workload:
+    """The same workload on the tiny model of `version` (what the CPU test builds)."""
     from ltx import tiny as t
 
     return replace(
         FULL,
         spec=TINY,
-        transformer=dict(t.TRANSFORMER_CONFIG),
-        vae=dict(t.VAE_CONFIG),
+        transformer=dict(t.transformer_config(version)),
+        vae=dict(t.vae_config(version)),
         frames=9,
         height=64,
         width=96,
@@ -105,6 +124,9 @@ def make_inputs(w: Workload, model: Any, device: str | torch.device) -> dict[str
     """The transformer's keyword arguments for one noisy sample, as ltx.forward passes them."""
     from diffusers import LTX2Pipeline
 
+    from ltx.keyframes import marker_kwargs
+    from ltx.sampling import use_cross_timestep
+
     cfg, shapes, dtype = model.config, w.shapes(), model.dtype
     g = torch.Generator(device="cpu").manual_seed(0)
     video = torch.randn(shapes["video"], generator=g)
@@ -116,8 +138,11 @@ def make_inputs(w: Workload, model: Any, device: str | torch.device) -> dict[str
     mask = torch.ones(shapes["text"][:2], dtype=torch.int64, device=device)
     # what the connectors hand the transformer: one [B, T, caption_channels] per stream
     text = torch.randn(shapes["text"], generator=g).to(device, dtype)
-    audio_text = torch.randn(shapes["text"], generator=g)
+    audio_text = torch.randn(shapes["audio_text"], generator=g)
+    tokens = packed_video.shape[1]
     return {
+        **marker_kwargs(model, b, tokens, height, width),  # 2.5: the first frame, as trained
+        "use_cross_timestep": use_cross_timestep(model),
         "hidden_states": packed_video.to(device, dtype),
         "audio_hidden_states": packed_audio.to(device, dtype),
         "encoder_hidden_states": text,
@@ -246,6 +271,7 @@ def format_report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_transformer", description=__doc__)
+    parser.add_argument("--version", choices=sorted(VERSIONS), default="2.0", help="LTX version")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warm-up)")
     parser.add_argument("--no-vae", action="store_true", help="skip the VAE encode bench")
     parser.add_argument("--no-checkpointing", action="store_true", help="keep all activations")
@@ -253,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(NO_GPU, file=sys.stderr)
         return 2
-    w = replace(FULL, checkpointing=not args.no_checkpointing)
+    w = replace(full(args.version), checkpointing=not args.no_checkpointing)
     device = torch.cuda.get_device_name(0)
-    print(f"building the full-size LTX-2.0 transformer on {device} ...", file=sys.stderr)
+    print(f"building the full-size LTX-{args.version} transformer on {device} ...", file=sys.stderr)
     flops = count_flops(w)
     tf = bench_transformer(w, args.steps, warmup=3)
     vae = None if args.no_vae else bench_vae(w)

@@ -25,8 +25,9 @@ def test_full_size_workload_has_the_real_shapes() -> None:
     assert gpu.FULL.rank == 32 and gpu.FULL.transformer == {"rope_type": "split"}
 
 
-def test_tiny_workload_trains_one_step_and_counts_its_flops() -> None:
-    w = gpu.tiny()
+@pytest.mark.parametrize("version", ["2.0", "2.3", "2.5"])
+def test_tiny_workload_trains_one_step_and_counts_its_flops(version: str) -> None:
+    w = gpu.tiny(version)
     model = gpu.build_transformer(w, "cpu", torch.float32)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n, p in model.named_parameters() if p.requires_grad)
@@ -41,6 +42,22 @@ def test_tiny_workload_trains_one_step_and_counts_its_flops() -> None:
     # more than the forward's 2 FLOPs per base weight for one token
     base = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     assert flops > 2 * base
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.5"])
+def test_full_size_2_3_and_2_5_workloads_feed_their_transformer(version: str) -> None:
+    """On the meta device: the version's 22 B transformer takes the inputs as built (text of
+    the connectors' widths, 2.5's keyframe marker on the first latent frame's 384 tokens)."""
+    w = gpu.full(version)
+    assert w.shapes()["text"] == (1, 1024, 4096) and w.shapes()["audio_text"] == (1, 1024, 2048)
+    model = gpu.build_transformer(w, "meta", torch.bfloat16)
+    inputs = gpu.make_inputs(w, model, "meta")
+    assert ("video_keyframes_mask" in inputs) == (version == "2.5")
+    if version == "2.5":
+        assert inputs["video_keyframes_mask"].shape == (1, 16 * 16 * 24, 1)
+    video_out, audio_out = model(**inputs)
+    assert video_out.shape == inputs["hidden_states"].shape
+    assert audio_out.shape == inputs["audio_hidden_states"].shape
 
 
 def test_mfu_peaks_are_known_for_the_usual_gpus() -> None:
