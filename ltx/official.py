@@ -139,7 +139,13 @@ def ensure_official(cfg: ModelConfig, models_dir: Path) -> Path:
 def _check_transformer(path: Path, configured: str, version: Version) -> None:
     """Refuse a transformer of another version, or a quantised one, naming the right file."""
     keys, meta = _keys_and_metadata(path)
-    check_version(configured, detect_version(keys, meta), path)
+    found = detect_version(keys, meta)
+    if found is None and not any(k.endswith("patchify_proj.weight") for k in keys):
+        raise UserError(
+            f"{path}: expected the LTX-{configured} transformer, found no "
+            "model.diffusion_model.patchify_proj.weight (is it another model or component?)"
+        )
+    check_version(configured, found, path)
     kind = quantised(path, keys)
     if kind:
         raise UserError(

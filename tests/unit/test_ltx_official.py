@@ -265,3 +265,11 @@ def test_training_on_a_distilled_checkpoint_warns_why(tmp_path: Path) -> None:
     cfg = _cfg_23(distilled, folder, gemma)
     with pytest.warns(UserWarning, match="distilled checkpoint: a LoRA trained on it"):
         ensure_model(cfg, tmp_path / "models")
+
+
+def test_a_file_without_a_transformer_says_what_it_expected(tmp_path: Path) -> None:
+    ckpt, folder, gemma = _single_file_23(tmp_path)
+    vae_only = tmp_path / "vae.safetensors"
+    save_file({k: v for k, v in load_file(ckpt).items() if k.startswith("vae.")}, vae_only)
+    with pytest.raises(UserError, match=r"expected the LTX-2\.3 transformer, found no "):
+        ensure_model(_cfg_23(vae_only, folder, gemma), tmp_path / "models")
