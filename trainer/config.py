@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class LoraConfig(BaseModel):
@@ -54,6 +54,23 @@ class TrainerConfig(BaseModel):
     # several processes: ddp = a full base per process; fsdp2 = torch FSDP2 shards the frozen
     # base over the processes, one unit per transformer block (the adapter stays replicated)
     distributed: Literal["ddp", "fsdp2"] = "ddp"
+    # the last N transformer blocks' frozen Linear weights stay in host memory and stream to
+    # the GPU just before each block runs (trainer/swap.py); 0 = off, auto = the memory plan's
+    blocks_to_swap: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+
+    @field_validator("blocks_to_swap")
+    @classmethod
+    def _swap_needs_checkpointing(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if value and not info.data.get("gradient_checkpointing"):
+            raise ValueError(
+                "block swap needs trainer.gradient_checkpointing=true (each swapped block is "
+                "streamed in again for its recomputation in backward)"
+            )
+        if value and info.data.get("distributed") == "fsdp2":
+            raise ValueError(
+                "block swap and trainer.distributed=fsdp2 both place the base: choose one"
+            )
+        return value
 
 
 class PreprocessConfig(BaseModel):
