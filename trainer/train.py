@@ -49,11 +49,19 @@ from trainer.runtime import (
     unsharded_copy,
 )
 from trainer.strategies import get_strategy
+from trainer.swap import attach_swap
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
 # settings that change how a run is kept or laid out, never what it computes (like the number
 # of processes, ddp and fsdp2 train the same adapter, and resume each other's checkpoints)
-NOT_IN_FINGERPRINT = {"resume", "checkpoint_every", "keep_checkpoints", "trackers", "distributed"}
+NOT_IN_FINGERPRINT = {
+    "resume",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "trackers",
+    "distributed",
+    "blocks_to_swap",  # where the frozen base lives: the same adapter, bit for bit (tested)
+}
 
 
 @dataclass
@@ -145,6 +153,8 @@ def train(
     params = attach_adapter(transformer, lora_cfg)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
+    # the swapped blocks' frozen Linear weights go to (pinned) host memory, streamed per block
+    attach_swap(transformer, cfg.blocks_to_swap, torch.device("cpu"), accelerator.device)
     denoiser = {
         "transformer": transformer,
         "connectors": comps["connectors"].requires_grad_(False).eval(),
