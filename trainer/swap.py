@@ -3,7 +3,7 @@ device (pinned host memory) and stream to the compute device just before each bl
 
 Why our own streamer: diffusers' group offloading hooks only the forward (and its stream mode
 resets LoRA weights from its snapshot), and accelerate's `cpu_offload` leaves the LoRA without
-gradients (FIELD-NOTES, issue 16). The design is kohya musubi-tuner's H2D-only offloader:
+gradients (issue 16). The design is kohya musubi-tuner's H2D-only offloader:
 
 - only the frozen Linear weights and biases of the swapped blocks stream; the adapter (LoRA
   A/B, DoRA magnitude, LoKr factors), norms and scale-shift tables stay on the compute device;
@@ -18,14 +18,16 @@ gradients (FIELD-NOTES, issue 16). The design is kohya musubi-tuner's H2D-only o
 
 Quantised weights stream as they are: a tensor subclass with `__tensor_flatten__`
 (optimum-quanto's qint8 / qfloat8 / qint4, torchao's) moves its inner tensors and is rebuilt
-around the device copies; one that keeps tensors elsewhere (bitsandbytes' Int8Params and
-Params4bit hold theirs in attributes) is refused.
+around the device copies; bitsandbytes' 4-bit `Params4bit` moves its packed data and block
+scales (its codebooks stay resident); any other weight class that keeps tensors outside the
+tensor (bitsandbytes' `Int8Params`) is refused.
 
 The storage and compute devices may both be the CPU: tests run this same code path.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -109,13 +111,29 @@ class _Tree:
     parts: tuple[_Tree | None, ...]  # None: a plain tensor (one leaf)
 
 
+@dataclass(frozen=True)
+class _Bnb4bit:
+    """How to rebuild a bitsandbytes `Params4bit` from its packed data and block scales
+    (`quant_state.absmax`); the rest of its quant state (codebooks, nested scales: small) is
+    kept here, on the compute device."""
+
+    cls: type
+    attrs: dict[str, Any]  # blocksize, compress_statistics, quant_type, quant_storage, module
+    state: Any  # QuantState, less absmax
+
+    def rebuild(self, leaves: Iterator[torch.Tensor]) -> torch.Tensor:
+        data, state = next(leaves), copy.copy(self.state)
+        state.absmax = next(leaves)
+        return self.cls(data, False, state, bnb_quantized=True, **self.attrs)
+
+
 @dataclass
 class _Weight:
     """One streamed parameter: its plain leaf tensors' masters on the storage device."""
 
     module: torch.nn.Module
     name: str  # "weight" | "bias"
-    tree: _Tree | None  # None: a plain tensor
+    tree: _Tree | _Bnb4bit | None  # None: a plain tensor
     masters: list[torch.Tensor]
     placeholder: Evicted
 
@@ -147,7 +165,8 @@ class BlockSwap:
         pin = storage.type == "cpu" and compute.type == "cuda"
         self.transformer, self.storage, self.compute = transformer, storage, compute
         self._blocks = [
-            _take(blocks[i], i, storage, pin) for i in range(len(blocks) - count, len(blocks))
+            _take(blocks[i], i, storage, compute, pin)
+            for i in range(len(blocks) - count, len(blocks))
         ]
         size = max(b.nbytes for b in self._blocks)
         self._slots = [
@@ -194,7 +213,7 @@ class BlockSwap:
             for w in block.weights:
                 value = _rebuild(w.tree, iter(w.masters))
                 w.module.__dict__.pop(w.name, None)
-                w.module._parameters[w.name] = torch.nn.Parameter(value, requires_grad=False)
+                w.module._parameters[w.name] = _parameter(value)
         self._slots, self._holder, self._slot_of, self._hooks = [], [], {}, []
 
     # ------------------------------------------------------------------------------- hooks
@@ -262,7 +281,7 @@ class BlockSwap:
         leaves = iter(views)
         for w in block.weights:
             value = _rebuild(w.tree, leaves)
-            w.module.__dict__[w.name] = torch.nn.Parameter(value, requires_grad=False)
+            w.module.__dict__[w.name] = _parameter(value)
         self._holder[slot], self._slot_of[pos] = pos, slot
         self.loads += 1
         self._note("load", pos)
@@ -315,7 +334,9 @@ def attach_swap(
 # ------------------------------------------------------------------------------- helpers
 
 
-def _take(block: torch.nn.Module, index: int, storage: torch.device, pin: bool) -> _Block:
+def _take(
+    block: torch.nn.Module, index: int, storage: torch.device, compute: torch.device, pin: bool
+) -> _Block:
     """Move the frozen Linear weights of `block` to their masters, leaving placeholders."""
     weights: list[_Weight] = []
     for path, module in block.named_modules():
@@ -326,7 +347,7 @@ def _take(block: torch.nn.Module, index: int, storage: torch.device, pin: bool) 
             continue  # trained (lora_A / lora_B): stays resident
         for name, param in params.items():
             where = f"transformer_blocks.{index}.{path}.{name}"
-            tree, leaves = _flatten(param, where)
+            tree, leaves = _flatten(param, where, compute)
             masters = [_master(t, storage, pin) for t in leaves]
             placeholder = Evicted(where, param.dtype)
             del module._parameters[name]
@@ -340,32 +361,70 @@ def _take(block: torch.nn.Module, index: int, storage: torch.device, pin: bool) 
     return _Block(index, weights, offsets, end)
 
 
-def _flatten(t: torch.Tensor, where: str) -> tuple[_Tree | None, list[torch.Tensor]]:
+def _flatten(
+    t: torch.Tensor, where: str, compute: torch.device
+) -> tuple[_Tree | _Bnb4bit | None, list[torch.Tensor]]:
     """(how to rebuild `t`, its plain leaf tensors)."""
     if type(t) in (torch.Tensor, torch.nn.Parameter):
         return None, [t.detach()]
+    if _is_bnb4bit(t):
+        return _bnb4bit(t, compute), [t.data, t.quant_state.absmax]
     if not is_traceable_wrapper_subclass(t):
         raise ConfigError(
             f"block swap cannot stream {where}: a {type(t).__module__}.{type(t).__name__} "
-            "keeps tensors outside __tensor_flatten__ (bitsandbytes does); use a quantisation "
-            "whose weights are tensor subclasses (optimum-quanto), or trainer.blocks_to_swap=0"
+            "keeps tensors outside __tensor_flatten__; use model.quantize=int8|fp8|nf4 "
+            "(optimum-quanto, bitsandbytes 4-bit), or trainer.blocks_to_swap=0"
         )
     names, ctx = t.__tensor_flatten__()
     parts, leaves = [], []
     for name in names:
-        part, inner = _flatten(getattr(t, name), where)
+        part, inner = _flatten(getattr(t, name), where, compute)
         parts.append(part)
         leaves += inner
     return _Tree(type(t), ctx, t.size(), t.stride(), tuple(names), tuple(parts)), leaves
 
 
-def _rebuild(tree: _Tree | None, leaves: Iterator[torch.Tensor]) -> torch.Tensor:
+def _rebuild(tree: _Tree | _Bnb4bit | None, leaves: Iterator[torch.Tensor]) -> torch.Tensor:
     if tree is None:
         return next(leaves)
+    if isinstance(tree, _Bnb4bit):
+        return tree.rebuild(leaves)
     inner = {
         name: _rebuild(part, leaves) for name, part in zip(tree.names, tree.parts, strict=True)
     }
     return tree.cls.__tensor_unflatten__(inner, tree.ctx, tree.size, tree.stride)
+
+
+def _is_bnb4bit(t: torch.Tensor) -> bool:
+    cls = type(t)
+    return (
+        cls.__module__.startswith("bitsandbytes")
+        and cls.__name__ == "Params4bit"
+        and bool(getattr(t, "bnb_quantized", False))
+        and t.quant_state is not None
+    )
+
+
+def _bnb4bit(t: Any, compute: torch.device) -> _Bnb4bit:
+    state = copy.copy(t.quant_state)  # codebooks, offset, nested scales: small, resident
+    state.absmax, state.code = None, state.code.to(compute)  # absmax streams
+    if state.nested:
+        state.offset = state.offset.to(compute)
+        state.state2 = copy.copy(state.state2)
+        state.state2.absmax = state.state2.absmax.to(compute)
+        state.state2.code = state.state2.code.to(compute)
+    attrs = {
+        k: getattr(t, k)
+        for k in ("blocksize", "compress_statistics", "quant_type", "quant_storage", "module")
+    }
+    return _Bnb4bit(type(t), attrs, state)
+
+
+def _parameter(value: torch.Tensor) -> torch.nn.Parameter:
+    """A frozen parameter around `value` (a Params4bit already is one, with its attributes)."""
+    if isinstance(value, torch.nn.Parameter):
+        return value
+    return torch.nn.Parameter(value, requires_grad=False)
 
 
 def _master(t: torch.Tensor, storage: torch.device, pin: bool) -> torch.Tensor:

@@ -47,7 +47,9 @@ def denoiser(
         )
         module.requires_grad_(False)
     transformer = parts["transformer"]
-    if qtype is not None:
+    if qtype == "nf4":
+        nf4_blocks(transformer)
+    elif qtype is not None:
         from optimum.quanto import freeze, quantize
 
         quantize(transformer.transformer_blocks, weights=qtype)
@@ -61,6 +63,32 @@ def denoiser(
     if checkpointing:
         transformer.enable_gradient_checkpointing()
     return parts
+
+
+def nf4_blocks(transformer: torch.nn.Module) -> None:
+    """Every Linear in the blocks as bitsandbytes NF4 (double-quantised scales), on the CPU."""
+    import bitsandbytes as bnb
+
+    for block in transformer.transformer_blocks:
+        for path, linear in list(block.named_modules()):
+            if type(linear) is not torch.nn.Linear:
+                continue
+            nf4 = bnb.nn.Linear4bit(
+                linear.in_features,
+                linear.out_features,
+                bias=linear.bias is not None,
+                compute_dtype=torch.float32,
+                quant_type="nf4",
+                device="meta",
+            )
+            nf4.weight = bnb.nn.Params4bit(
+                linear.weight.detach(), requires_grad=False, quant_type="nf4"
+            ).to(CPU)
+            if linear.bias is not None:
+                nf4.bias = torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+            nf4.support_avx512bf16_for_cpu = False  # one weight layout in eval and training
+            parent, _, name = path.rpartition(".")
+            setattr(block.get_submodule(parent), name, nf4)
 
 
 def inputs(step: int) -> dict[str, Any]:
@@ -188,6 +216,18 @@ def test_quanto_weights_stream_in_their_quantised_form(demo_weights) -> None:
     # int8 data, float32 scales and biases, each aligned to 512 B: 0.36 of the float32 block
     # at the demo's widths, -> 0.25 at full size
     assert swap.buffer_bytes < 0.4 * _float_block_bytes(demo_weights)
+
+
+def test_bitsandbytes_nf4_weights_stream_packed(demo_weights) -> None:
+    plain = train_steps(denoiser(demo_weights, qtype="nf4"), steps=1)
+    parts = denoiser(demo_weights, qtype="nf4")
+    swap = attach_swap(parts["transformer"], 3, CPU, CPU)
+    resident = parts["transformer"].transformer_blocks[1].ff.net[2].base_layer.weight
+    assert type(resident).__name__ == "Params4bit" and resident.dtype == torch.uint8
+    assert resident.quant_state.absmax.dtype == torch.uint8  # double-quantised block scales
+    assert_identical(train_steps(parts, steps=1), plain)
+    # packed 4-bit data and uint8 block scales (+ float32 biases, 512 B alignment)
+    assert swap.buffer_bytes < 0.25 * _float_block_bytes(demo_weights)
 
 
 def _float_block_bytes(weights: dict[str, torch.Tensor]) -> int:
