@@ -103,9 +103,7 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_keys(
     sd["vocoder.ups.9.weight"] = torch.zeros(1)
     broken = tmp_path / "broken.safetensors"
     save_file(sd, broken)
-    with pytest.raises(
-        UserError, match=r"missing conv_post\.bias; unexpected ups\.9\.weight"
-    ):
+    with pytest.raises(UserError, match=r"missing conv_post\.bias; unexpected ups\.9\.weight"):
         load_single_file(broken, model, "vocoder")
 
     other = tmp_path / "cfg"
