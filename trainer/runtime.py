@@ -199,16 +199,16 @@ def unsharded_copy(
     export, which it runs alone (a sharded block would wait for the other processes): the frozen
     base reloaded from the model folder (it never changed), the adapter's weights copied in.
     Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
-    from ltx.loading import load_components
+    from trainer.placement import place_base
 
-    transformer = load_components(model_path, ["transformer"], model_cfg.dtype)["transformer"]
+    transformer = place_base(model_path, model_cfg, device).to(device)  # as training placed it
     params = attach_adapter(transformer, lora_cfg)
     if params.keys() != trained.keys():
         raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(trained[name].detach())
-    return transformer.to(device), params
+    return transformer, params
 
 
 def tracker_names(cfg: TrainerConfig) -> list[str]:

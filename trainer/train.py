@@ -32,6 +32,7 @@ from trainer.cache import EMPTY_PROMPT, INDEX
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.data import Batch, BatchOrder, collate, drop_captions, load_split
 from trainer.export import export_adapter, verify_export
+from trainer.placement import check_placement, place_base
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
@@ -123,6 +124,8 @@ def train(
     }
     if empty_text is not None:  # what caption dropout swaps in is an input too
         settings["empty_prompt"] = index[EMPTY_PROMPT]["sha256"]
+    if model_cfg.quantize != "none":  # the base the adapter learns against
+        settings["quantize"] = model_cfg.quantize
     fingerprint = sha256_json(settings)
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
@@ -139,6 +142,7 @@ def train(
             ),
         )
     check_inputs(cfg, cache_dir, index, accelerator.device)
+    check_placement(model_cfg, lora_cfg, cfg, accelerator.device)
     run = _prepare_run(
         accelerator,
         checkpoint_root or out_dir.parent / "checkpoints",
@@ -148,8 +152,10 @@ def train(
     )
 
     torch.manual_seed(seed)
-    comps = load_components(model_path, ["transformer", "connectors", "scheduler"], model_cfg.dtype)
-    transformer, scheduler = comps["transformer"], comps["scheduler"]
+    swapped = cfg.blocks_to_swap if isinstance(cfg.blocks_to_swap, int) else 0
+    transformer = place_base(model_path, model_cfg, accelerator.device, host_blocks=swapped)
+    comps = load_components(model_path, ["connectors", "scheduler"], model_cfg.dtype)
+    scheduler = comps["scheduler"]
     params = attach_adapter(transformer, lora_cfg)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
