@@ -8,7 +8,9 @@
 - `comfyui.safetensors`: ComfyUI keys (`diffusion_model.…`) with `.alpha` where alpha ≠ rank;
   DoRA as `dora_scale`, LoKr as LyCORIS `lokr_w1`/`lokr_w2`.
 Both carry the DESIGN.md metadata header plus `adapter_kind` and `verified_by` (how the file was
-checked), and the same bytes for the same weights.
+checked), and the same bytes for the same weights. An adapter trained on a quantised base
+(`model.quantize`) has the same keys and header, plus `base_quantization` naming the format; it is
+verified on that same quantised base (`match_base`), not on the float one.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from ltx.lora import (
 )
 from stagekit.hashing import sha256_file
 from trainer.data import Batch
+from trainer.quantize import BACKENDS, dequantized_weight, quantization_of, quantized_modules
 
 DIFFUSERS_FILE = "adapter.safetensors"
 COMFYUI_FILE = "comfyui.safetensors"
 LOKR_CONFIG_KEY = "lokr_config"
+QUANTIZATION_KEY = "base_quantization"  # only in adapters trained on a quantised base
 
 
 # How each (kind, layout) is checked by loading; written into the file's header.
@@ -78,15 +82,17 @@ def export_adapter(
         dest / f"comfyui{stem.removeprefix('adapter')}.safetensors",
     ]
     header = _lokr_header(transformer) if kind == "lokr" else _inference_header(transformer)
+    quantized, on_base = _quantization_header(transformer)
     save_file(
         plain,
         files[0],
         metadata={
             **metadata,
             **header,
+            **quantized,
             "format": layout,
             "adapter_kind": kind,
-            "verified_by": VERIFIED_BY[(kind, layout)],
+            "verified_by": VERIFIED_BY[(kind, layout)] + on_base,
         },
     )
     comfy = comfyui_adapter(state, kind, float(meta["alpha"]), int(meta["rank"]))
@@ -95,14 +101,27 @@ def export_adapter(
         files[1],
         metadata={
             **metadata,
+            **quantized,
             "format": "comfyui",
             "adapter_kind": kind,
-            "verified_by": VERIFIED_BY[(kind, "comfyui")],
+            "verified_by": VERIFIED_BY[(kind, "comfyui")] + on_base,
         },
     )
     for f in files:
         canonical_header(f)
     return files
+
+
+def _quantization_header(transformer: torch.nn.Module) -> tuple[dict[str, str], str]:
+    """The `base_quantization` entry and the `verified_by` suffix of an adapter trained on a
+    quantised base; nothing for a float base (its files stay as they were)."""
+    kind = quantization_of(transformer)
+    if kind == "none":
+        return {}, ""
+    return {QUANTIZATION_KEY: kind}, (
+        f"; on the base as trained: {kind}-quantised by {BACKENDS[kind]}, its dequantised "
+        "weights in the pipeline"
+    )
 
 
 def _lokr_header(transformer: torch.nn.Module) -> dict[str, str]:
@@ -129,8 +148,11 @@ def verify_export(
     predicts what the in-memory adapter predicts (and not what the base predicts).
 
     Compared at the velocity output on a real training batch, where float precision shows even
-    a few steps of training. Returns {file name: sha256}.
+    a few steps of training. A quantised `trained` base is first copied into the pipeline
+    (`match_base`), so the comparison holds the base fixed and tests the adapter alone, at the
+    same tolerance as a float run. Returns {file name: sha256}.
     """
+    match_base(pipe.transformer, trained)
     probe = _probe(pipe, batch)
     base, ours = probe(pipe.transformer), probe(trained)
     if torch.equal(base, ours):
@@ -145,6 +167,25 @@ def verify_export(
                 f"differently from the in-memory adapter (max |diff| {err:.3g})"
             )
     return {f.name: sha256_file(f) for f in files}
+
+
+def match_base(target: torch.nn.Module, trained: torch.nn.Module) -> int:
+    """Write the weights a quantised `trained` base computes with (dequantised, exactly) into
+    the float `target`'s Linear layers of the same names, in place: the export check's own
+    pipeline then holds the base the adapter was trained against. Returns the layers written
+    (0 for a float base)."""
+    layers = quantized_modules(trained)
+    with torch.no_grad():
+        for name, module in layers.items():
+            linear = target.get_submodule(name)
+            weight = dequantized_weight(module)
+            if linear.weight.shape != weight.shape:
+                raise RuntimeError(
+                    f"export check: {name} is {tuple(linear.weight.shape)} in "
+                    f"the pipeline but {tuple(weight.shape)} as trained"
+                )
+            linear.weight.copy_(weight.to(linear.weight.device, linear.weight.dtype))
+    return len(layers)
 
 
 def _probe(pipe, batch: Batch):
