@@ -27,5 +27,5 @@ class ModelConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # weight-only quantisation of the frozen transformer's block Linear layers for training
     # (trainer/quantize.py): int8 and fp8 (e4m3) through optimum-quanto, nf4 through
-    # bitsandbytes; the adapter stays float32 on top. "none": the base stays in `dtype`
+    # bitsandbytes; the adapter trains on top as on a float base. "none": the base stays in `dtype`
     quantize: Literal["none", "int8", "fp8", "nf4"] = "none"

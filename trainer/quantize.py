@@ -4,8 +4,8 @@ Only the Linear layers inside `transformer_blocks` are quantised: 98.1 % of the 
 transformer's parameters, 97.7 % of 2.3's (counted on the meta device). The timestep and
 caption embeddings, the adaLN modulation that scales every block, `proj_in`/`proj_out` and the
 norms stay in the load dtype (0.66 / 0.82 GiB in bf16). The adapter (LoRA, DoRA, LoKr) is
-attached afterwards, in float32, by PEFT's generic layers, which call the quantised module as
-their `base_layer`.
+attached afterwards, in the same dtype as on a float base, by PEFT's generic layers, which call
+the quantised module as their `base_layer`.
 
 One library per format, chosen by what its backward keeps (docs/training.md, "Quantised
 base"; measured in tests/unit/test_trainer_quantize.py):
