@@ -18,6 +18,7 @@ VERBS = {
     "curate": "probe raw clips, conform them to the model's buckets; manifest + quarantine",
     "caption": "attach captions (sidecar .txt or the card's template) with the trigger word",
     "preprocess": "encode video/audio latents and text embeddings into the cache",
+    "plan": "predict a training step's peak GPU memory and host RAM, before loading anything",
     "train": "train a LoRA on the cached latents; export diffusers + ComfyUI adapters",
     "evaluate": "render base vs adapter, score against reference clips; verdict + report",
     "register": "register the adapter in MLflow as <client>.<adapter> with lineage tags",
@@ -35,6 +36,7 @@ examples:
   ltx-lora train lora.rank=16 trainer.max_steps=50
   ltx-lora run experiment=quick                 an override-only file in configs/experiment/
   ltx-lora train --cfg                          print the composed config and exit
+  ltx-lora plan model=ltx2 --gpu 24GB --clip 121x512x768   what fits a 24 GB card
   ltx-lora train -m lora.rank=8,16 trainer.lr=1e-4,2e-4   a Hydra sweep (docs/scaling.md)
   ltx-lora params && dvc repro                  the pipeline under DVC (dvc exp run -S k=v)
 
@@ -80,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if verb == "dataset":
             sub.add_argument("action", choices=["status"], help="what to show")
+        if verb == "plan":
+            sub.add_argument(
+                "--gpu", metavar="SIZE", help="the card's memory, e.g. 24GB (default: detected)"
+            )
+            sub.add_argument(
+                "--clip",
+                metavar="FxHxW",
+                help="plan this clip, e.g. 121x512x768 (default: the largest configured bucket)",
+            )
+            sub.add_argument(
+                "--attention",
+                choices=["fused", "math"],
+                default="fused",
+                help="fused: the SDPA kernels GPUs run (default); math: one that keeps scores",
+            )
         if verb == "caption":
             sheet = sub.add_mutually_exclusive_group()
             sheet.add_argument(
@@ -136,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.export_sheet(ws, cfg, args.export_sheet)
         elif getattr(args, "import_sheet", None):
             stages.import_sheet(ws, cfg, args.import_sheet)
+        elif args.verb == "plan":
+            stages.plan(ws, cfg, args.gpu, args.clip, args.attention)
         else:
             stages.STAGES[args.verb](ws, cfg)
     except UserError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from stagekit.lineage import git_commit
 from stagekit.workspace import Workspace
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
+PLAN_CACHE = Path(".ltx-lora") / "plan-cache.json"  # the memory plan's traced figures
 
 
 def ensure_dataset(ws: Workspace, name: str) -> None:
@@ -176,6 +178,7 @@ def train(ws: Workspace, cfg: PipelineConfig, out: Path | None = None) -> dict[s
         trigger=card.trigger,
         lineage=lineage,
         resolved_config=cfg.model_dump(),
+        plan_cache=ws.root / PLAN_CACHE,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun the first process reports
         return summary
@@ -186,6 +189,71 @@ def train(ws: Workspace, cfg: PipelineConfig, out: Path | None = None) -> dict[s
         f"adapter in {out / 'adapter'}",
     )
     return summary
+
+
+def plan(
+    ws: Workspace,
+    cfg: PipelineConfig,
+    gpu: str | None = None,
+    clip: str | None = None,
+    attention: str = "fused",
+) -> dict[str, Any]:
+    """`ltx-lora plan`: the training step's peak GPU memory and host RAM, by component, for the
+    configured largest bucket (or `clip`, FRAMESxHEIGHTxWIDTH), without loading a weight; with
+    a budget (`gpu`, else the detected card) the settings that fit, fastest first."""
+    from trainer import plan as memory
+
+    configs = memory.model_configs(cfg.model, _model_folder(cfg))
+    frames, height, width = _plan_clip(cfg, configs["transformer"], clip)
+    audio = cfg.preprocess.with_audio and cfg.trainer.strategy != "text_to_video"
+    latents = memory.latents_for_clip(
+        cfg.model, configs["transformer"], frames, height, width, cfg.curation.fps, audio
+    )
+    card = memory.Card(f"a {gpu} card", memory.parse_size(gpu)) if gpu else memory.detected_card()
+    setup = memory.make_setup(cfg.model, cfg.lora, cfg.trainer, configs, latents, "cuda", attention)
+    cache = memory.PlanCache(ws.root / PLAN_CACHE)
+    if cfg.trainer.blocks_to_swap == "auto":
+        n = memory.resolve_swap(setup, card.total if card else None, cache)
+        setup = replace(setup, blocks_to_swap=n)
+    current = memory.make_plan(setup, cache)
+    print(memory.format_plan(current))
+    summary: dict[str, Any] = {"gpu": current.gpu, "host": current.host}
+    if card is None:
+        print("no CUDA GPU here: add --gpu 24GB (your card's memory) to list what fits")
+        return summary
+    fitting = memory.options(setup, card.total, cache)
+    print(memory.format_options(setup, card, fitting, current))
+    summary["fits"] = [memory.changes(p, setup) for p in fitting]
+    return summary
+
+
+def _model_folder(cfg: PipelineConfig) -> Path | None:
+    """A diffusers folder that is already there (its configs are exact); None otherwise: the
+    plan never needs the weights."""
+    if cfg.model.source != "diffusers" or not cfg.model.path:
+        return None
+    path = Path(cfg.model.path).expanduser()
+    return path if path.is_dir() else None
+
+
+def _plan_clip(cfg: PipelineConfig, transformer: dict[str, Any], clip: str | None) -> list[int]:
+    """[frames, height, width] of `clip` ("121x512x768"), else of the largest configured bucket."""
+    import math
+    import re
+
+    from curation.buckets import budget_buckets
+    from ltx.buckets import PIPELINE_SIDE_MULTIPLE, BucketRules
+
+    if clip is not None:
+        if not (match := re.fullmatch(r"(\d+)x(\d+)x(\d+)", clip.strip())):
+            raise UserError(f"--clip {clip!r}: give FRAMESxHEIGHTxWIDTH, e.g. 121x512x768")
+        return [int(v) for v in match.groups()]
+    temporal, spatial, _ = transformer.get("vae_scale_factors", (8, 32, 32))
+    rules = BucketRules(math.lcm(spatial, PIPELINE_SIDE_MULTIPLE), temporal)
+    c = cfg.curation
+    buckets = c.buckets or budget_buckets(c.pixel_budget or 0, c.aspect_ratios, rules.spatial)
+    width, height = max(buckets, key=lambda b: b[0] * b[1])
+    return [rules.floor_frames(c.frames), height, width]
 
 
 def evaluate(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
@@ -329,6 +397,7 @@ STAGES: dict[str, Callable[[Workspace, PipelineConfig], dict[str, Any]]] = {
     "curate": curate,
     "caption": caption,
     "preprocess": preprocess,
+    "plan": plan,
     "train": train,
     "evaluate": evaluate,
     "register": register,

@@ -33,6 +33,7 @@ from trainer.config import LoraConfig, TrainerConfig
 from trainer.data import Batch, BatchOrder, collate, drop_captions, load_split
 from trainer.export import export_adapter, verify_export
 from trainer.placement import check_placement, place_base
+from trainer.plan import plan_training
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
@@ -109,8 +110,10 @@ def train(
     lineage: dict[str, str],
     resolved_config: dict[str, Any],
     checkpoint_root: Path | None = None,
+    plan_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train (resuming a matching unfinished run), export, verify; skip if already done."""
+    """Train (resuming a matching unfinished run), export, verify; skip if already done.
+    `plan_cache`: where the memory plan keeps its traced figures (None: not kept)."""
     index = read_json(cache_dir / INDEX)
     check_cache(index, cache_dir, model_path, model_cfg.ltx_version)
     empty_text = empty_prompt(cache_dir, index) if cfg.caption_dropout > 0 else None
@@ -129,6 +132,8 @@ def train(
     fingerprint = sha256_json(settings)
     if (record := load_record(out_dir, fingerprint)) is not None:
         return {**record, "skipped": True}
+    # before anything loads: refuse a run that will not fit the GPU; resolve blocks_to_swap=auto
+    cfg = plan_training(cache_dir, index, model_path, model_cfg, lora_cfg, cfg, plan_cache)
     trackers = tracker_names(cfg)
     with own_sharding(cfg):  # the trainer shards (fsdp2), never Accelerate
         accelerator = Accelerator(
