@@ -310,8 +310,9 @@ def attach_swap(
     swapped weights never reach that device whole."""
     if blocks_to_swap == "auto":
         raise ConfigError(
-            "trainer.blocks_to_swap=auto needs the memory plan, which is not available yet: "
-            "set a number of blocks instead (e.g. trainer.blocks_to_swap=8)"
+            "trainer.blocks_to_swap=auto is resolved by the memory plan against a GPU's memory; "
+            "without a GPU there is no budget to plan for: set a number of blocks instead "
+            "(e.g. trainer.blocks_to_swap=8)"
         )
     if blocks_to_swap == 0:
         return None
