@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx.config import ModelConfig
+from ltx.gemma4 import check_gemma_version, keys_and_metadata, load_gemma4, write_gemma4_assets
 from ltx.single_file import SINGLE_FILE_COMPONENTS, load_official
 from ltx.versions import (
     DISTILLED_SIGMAS,
@@ -40,9 +41,6 @@ GEMMA_TOKENIZER_FILES = (
     "special_tokens_map.json",
     "tokenizer.model",
 )
-# 2.5's text-encoder file: tensors that are not Gemma weights (ltx-core gemma_assets.py)
-_TEXT_ASSETS = ("tokenizer_json", "hf_asset__")
-PROJECTION_PREFIX = "text_embedding_projection."
 
 
 def is_official(path: Path) -> bool:
@@ -138,7 +136,7 @@ def ensure_official(cfg: ModelConfig, models_dir: Path) -> Path:
 
 def _check_transformer(path: Path, configured: str, version: Version) -> None:
     """Refuse a transformer of another version, or a quantised one, naming the right file."""
-    keys, meta = _keys_and_metadata(path)
+    keys, meta = keys_and_metadata(path)
     found = detect_version(keys, meta)
     if found is None and not any(k.endswith("patchify_proj.weight") for k in keys):
         raise UserError(
@@ -187,13 +185,6 @@ def _inference_file(path: Path, version: Version) -> Path:
     return path
 
 
-def _keys_and_metadata(path: Path) -> tuple[list[str], dict[str, str]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return list(f.keys()), f.metadata() or {}
-
-
 def _text_encoder_dir(cfg: ModelConfig, version: Version) -> Path | None:
     if version.text_encoder == "gemma4":
         return None  # in text_encoders/, beside the transformer
@@ -236,7 +227,7 @@ def _write_view(
         _link_folder(text_dir, dest / "tokenizer", lambda n: n in GEMMA_TOKENIZER_FILES)
         text_config = json.loads((text_dir / "config.json").read_text())
     else:
-        text_config = _write_gemma4_assets(files["text_encoder"][0], dest)
+        text_config = write_gemma4_assets(files["text_encoder"][0], dest)
     for name in SINGLE_FILE_COMPONENTS:
         write_json(dest / name / "config.json", _config(cfg, version, name, text_config))
     write_json(dest / "scheduler" / "scheduler_config.json", SCHEDULER)
@@ -301,44 +292,6 @@ def _model_index(version: Version, text_config: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _write_gemma4_assets(path: Path, dest: Path) -> dict[str, Any]:
-    """2.5's text-encoder file carries its Gemma config (metadata `gemma_config`) and its
-    tokenizer (`tokenizer_json`, `hf_asset__<file>` tensors): written out as the view's
-    `text_encoder/config.json` and `tokenizer/`. A stock Gemma 4 file is refused."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta, keys = f.metadata() or {}, set(f.keys())
-        if "gemma_config" not in meta or not any(k.startswith(PROJECTION_PREFIX) for k in keys):
-            raise UserError(
-                f"{path} is not LTX-2.5's text encoder: it lacks the LTX projection or its "
-                "gemma_config (a stock Gemma 4 is not a substitute; use "
-                "gemma4-12b-with-proj-ltx-2.5-*.safetensors)"
-            )
-        assets = {k: f.get_tensor(k) for k in keys if k.startswith(_TEXT_ASSETS)}
-    config = json.loads(meta["gemma_config"])
-    (dest / "tokenizer").mkdir(exist_ok=True)
-    for key, tensor in assets.items():
-        name = "tokenizer.json" if key == "tokenizer_json" else key.removeprefix("hf_asset__")
-        (dest / "tokenizer" / name).write_bytes(tensor.numpy().tobytes())
-    write_json(dest / "text_encoder" / "config.json", config)
-    return config
-
-
-def check_gemma_version(transformer: Path, text_encoder: Path) -> None:
-    """The transformer names the Gemma it was trained with (`gemma_source_checkpoint`
-    metadata); a text encoder of another `gemma_version` is refused (as ltx-core does)."""
-    _, meta = _keys_and_metadata(transformer)
-    expected = json.loads(meta.get("gemma_source_checkpoint", "{}")).get("gemma_version")
-    _, text_meta = _keys_and_metadata(text_encoder)
-    found = json.loads(text_meta.get("gemma_config", "{}")).get("gemma_version")
-    if expected and found != expected:
-        raise UserError(
-            f"{text_encoder}: Gemma version {found or 'none'}, but {transformer.name} was "
-            f"trained with {expected}; use the text encoder shipped with the model"
-        )
-
-
 def distilled_sampler(pipe: Any, view: dict[str, Any]) -> None:
     """Sample as distilled checkpoints are deployed: the fixed sigma list, no dynamic shift
     (ltx-pipelines `DISTILLED_SIGMA_VALUES`; diffusers' converter's distilled scheduler)."""
@@ -368,114 +321,5 @@ def load_view_component(
             raise UserError(f"{f} points at {os.readlink(f)}, which is gone: restore it or re-run")
     config = json.loads((Path(path) / name / "config.json").read_text())
     if name == "text_encoder":
-        return _load_gemma4(files[0], config, dtype)
+        return load_gemma4(files[0], config, dtype)
     return load_official(files, config, name, dtype, where=Path(path) / name / "config.json")
-
-
-def _load_gemma4(path: Path, config: dict[str, Any], dtype: str) -> Any:
-    """The Gemma 4 of 2.5's text-encoder file (HF key layout), without its projection and
-    tokenizer tensors (the connectors and the tokenizer take those)."""
-    from accelerate import init_empty_weights
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    from ltx.loading import torch_dtype
-
-    text_config = AutoConfig.for_model(**config)
-    with init_empty_weights():
-        model = AutoModelForImageTextToText.from_config(text_config)
-    with safe_open(str(path), "pt") as f:
-        sd = {
-            k: f.get_tensor(k)
-            for k in f.keys()  # noqa: SIM118
-            if not k.startswith((PROJECTION_PREFIX, *_TEXT_ASSETS))
-        }
-    wanted = set(model.state_dict())
-    # the output head is tied to the embedding: files store it once
-    missing = sorted(k for k in wanted - set(sd) if not k.endswith("lm_head.weight"))
-    extra = sorted(set(sd) - wanted)
-    if missing or extra:
-        raise UserError(
-            f"{path} does not fit its gemma_config: "
-            + (f"missing {', '.join(missing[:5])} " if missing else "")
-            + (f"unexpected {', '.join(extra[:5])}" if extra else "")
-        )
-    model.load_state_dict(sd, strict=False, assign=True)
-    model.tie_weights()
-    return model.to(torch_dtype(dtype)).eval()
-
-
-def save_official(components: dict[str, Any], dest: Path, version: str) -> Path:
-    """Write diffusers components in `version`'s official layout under `dest` (what Lightricks
-    publishes; tests build tiny models this way): the checkpoint file (2.0, 2.3) or the folder
-    of per-component files (2.5) that `model.path` then names."""
-    from safetensors.torch import save_file
-
-    from ltx.single_file import to_official
-
-    v = get_version(version)
-    sd = {k: t.contiguous() for k, t in to_official(_pick(components)).items()}
-    meta = {"model_version": v.name}
-    dest.mkdir(parents=True, exist_ok=True)
-    if v.layout == "single_file":
-        save_file(sd, dest / f"ltx-{v.name}-tiny-dev.safetensors", metadata=meta)
-        return dest / f"ltx-{v.name}-tiny-dev.safetensors"
-    gemma = {"gemma_version": "gemma4-tiny-ltx-v1"}
-    parts = {
-        "diffusion_models/ltx-2.5-tiny-dev-transformer.safetensors": (
-            lambda k: k.startswith("model.diffusion_model."),
-            {**meta, "gemma_source_checkpoint": json.dumps(gemma)},
-        ),
-        "vae/ltx-2.5-video-vae-conv-tiny.safetensors": (lambda k: k.startswith("vae."), meta),
-        "vae/ltx-2.5-audio-vae-tiny.safetensors": (
-            lambda k: k.startswith(("audio_vae.", "vocoder.")),
-            meta,
-        ),
-    }
-    for rel, (keep, metadata) in parts.items():
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        part = {_bare_vae(k): t for k, t in sd.items() if keep(k)}
-        save_file(part, dest / rel, metadata=metadata)
-    projections = {k: t for k, t in sd.items() if k.startswith(PROJECTION_PREFIX)}
-    _save_gemma4(components, projections, gemma, dest / "text_encoders")
-    return dest
-
-
-def _pick(components: dict[str, Any]) -> dict[str, Any]:
-    return {name: components[name] for name in SINGLE_FILE_COMPONENTS}
-
-
-def _bare_vae(key: str) -> str:
-    """Standalone 2.5 VAE files name their keys without the `vae.` prefix (ComfyUI split)."""
-    return key.removeprefix("vae.")
-
-
-def _save_gemma4(
-    components: dict[str, Any], projections: dict[str, Any], gemma: dict, folder: Path
-) -> None:
-    """The text-encoder file: Gemma weights (tied head once), the LTX projections, the
-    tokenizer as `tokenizer_json` / `hf_asset__<file>` uint8 tensors, `gemma_config`."""
-    import tempfile
-
-    import torch
-    from safetensors.torch import save_file
-
-    model = components["text_encoder"]
-    sd: dict[str, Any] = {}
-    seen: set[int] = set()
-    for key, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            sd[key] = tensor.contiguous()
-    with tempfile.TemporaryDirectory() as tmp:
-        components["tokenizer"].save_pretrained(tmp)
-        for p in Path(tmp).iterdir():
-            name = "tokenizer_json" if p.name == "tokenizer.json" else f"hf_asset__{p.name}"
-            sd[name] = torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
-    config = {**model.config.to_dict(), **gemma}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {**sd, **projections},
-        folder / "gemma4-tiny-with-proj-ltx-2.5.safetensors",
-        metadata={"gemma_config": json.dumps(config)},
-    )

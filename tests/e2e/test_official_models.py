@@ -19,7 +19,7 @@ def official_model(root: Path, version: str) -> list[str]:
     """Tiny weights in `version`'s official layout; the overrides that point a run at them."""
     from ltx.config import ModelConfig
     from ltx.loading import ensure_model
-    from ltx.official import save_official
+    from ltx.official_writer import save_official
     from ltx.tiny import build_tiny_components
 
     path = save_official(build_tiny_components(0, version=version), root / "official", version)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ltx.config import ModelConfig
 from ltx.loading import ensure_model, load_components, load_pipeline
-from ltx.official import save_official
+from ltx.official_writer import save_official
 from ltx.single_file import IGNORED, SINGLE_FILE_COMPONENTS, normalise_key, owner
 from ltx.tiny import build_tiny_components
 from stagekit.errors import UserError
