@@ -11,9 +11,18 @@ import torch
 
 from ltx.config import ModelConfig
 from ltx.loading import load_components, torch_dtype
+from ltx.single_file import TensorReader, component_sources
 from stagekit.errors import ConfigError
 from trainer.config import LoraConfig, TrainerConfig
-from trainer.quantize import check_supported, quantize_base
+from trainer.quantize import (
+    BACKENDS,
+    QuantReport,
+    check_supported,
+    quantizable,
+    quantize_base,
+    quantize_module,
+    swapped,
+)
 
 
 def check_placement(
@@ -45,10 +54,54 @@ def place_base(
     on `device` one at a time; those of the last `host_blocks` blocks (which block swap streams
     from host memory) go back to the host as soon as each is quantised. The rest stays on the
     host: the caller moves it (`.to(device)`) once block swap has taken its blocks, or shards
-    it (FSDP2), so no full copy of the base ever reaches the device."""
+    it (FSDP2), so no full copy of the base ever reaches the device.
+
+    The weights stream from their files tensor by tensor into a model built on the meta
+    device, so the host never holds a float copy of what is quantised: its peak is what stays
+    there plus one layer in flight (docs/training.md, "Memory")."""
     check_supported(model_cfg.quantize, device, torch_dtype(model_cfg.dtype))
-    transformer = load_components(model_path, ["transformer"], model_cfg.dtype)["transformer"]
-    report = quantize_base(transformer, model_cfg.quantize, device, host_blocks=host_blocks)
+    found = component_sources(Path(model_path), "transformer")
+    if found is None:  # a .bin folder: loaded whole, then quantised
+        transformer = load_components(model_path, ["transformer"], model_cfg.dtype)
+        transformer = transformer["transformer"]
+        report = quantize_base(transformer, model_cfg.quantize, device, host_blocks=host_blocks)
+    else:
+        transformer, sources = found
+        report = _stream(transformer, sources, model_cfg, device, host_blocks)
     if report.modules:
         print(report.describe())
-    return transformer
+    return transformer.eval()
+
+
+def _stream(
+    transformer: torch.nn.Module,
+    sources: dict[str, tuple[Path, str]],
+    model_cfg: ModelConfig,
+    device: torch.device,
+    host_blocks: int,
+) -> QuantReport:
+    """Fill the meta `transformer` from `sources`, module by module, in the load dtype; each
+    block Linear layer is quantised (`quantize_module`) as soon as its tensors are read."""
+    kind, dtype, reader = model_cfg.quantize, torch_dtype(model_cfg.dtype), TensorReader()
+    modules = float_bytes = quantized_bytes = 0
+    for name, module in list(transformer.named_modules()):
+        for attr, tensors in (("_parameters", module._parameters), ("_buffers", module._buffers)):
+            for local, meta in list(tensors.items()):
+                key = f"{name}.{local}" if name else local
+                if meta is None or key not in sources:
+                    continue  # a non-persistent buffer: made by the constructor, not on meta
+                value = reader.read(*sources[key], shape=tuple(meta.shape)).to(dtype)
+                if attr == "_parameters":
+                    value = torch.nn.Parameter(value, requires_grad=meta.requires_grad)
+                tensors[local] = value
+        if kind != "none" and quantizable(name, module):
+            on_host = swapped(transformer, name, host_blocks)
+            before, after = quantize_module(transformer, name, kind, device, on_host=on_host)
+            modules, float_bytes, quantized_bytes = (
+                modules + 1,
+                float_bytes + before,
+                quantized_bytes + after,
+            )
+    if kind == "none":
+        return QuantReport("none", "")
+    return QuantReport(kind, BACKENDS[kind], modules, float_bytes, quantized_bytes)

@@ -128,20 +128,36 @@ def quantize_base(
     if kind == "none":
         return QuantReport("none", "")
     names = [n for n, m in transformer.named_modules() if quantizable(n, m)]
-    first_on_host = len(transformer.transformer_blocks) - host_blocks
     float_bytes = quantized_bytes = 0
     for name in names:  # by name: the replaced host layer is freed at once
-        parent, _, child = name.rpartition(".")
-        owner = transformer.get_submodule(parent)
-        linear = getattr(owner, child)
-        float_bytes += linear.weight.numel() * linear.weight.element_size()
-        quantized = quantize_linear(linear, kind, device)
-        if int(name.split(".")[1]) >= first_on_host:
-            quantized = quantized.to("cpu")
-        quantized_bytes += stored_bytes(quantized.weight)
-        setattr(owner, child, quantized)
-        del linear, quantized
+        on_host = swapped(transformer, name, host_blocks)
+        before, after = quantize_module(transformer, name, kind, device, on_host=on_host)
+        float_bytes, quantized_bytes = float_bytes + before, quantized_bytes + after
     return QuantReport(kind, BACKENDS[kind], len(names), float_bytes, quantized_bytes)
+
+
+def swapped(transformer: torch.nn.Module, name: str, host_blocks: int) -> bool:
+    """Whether the block layer `name` (`transformer_blocks.<i>.…`) is one of the last
+    `host_blocks` blocks, which block swap streams from the host."""
+    first_on_host = len(transformer.transformer_blocks) - host_blocks
+    return int(name.split(".")[1]) >= first_on_host
+
+
+def quantize_module(
+    transformer: torch.nn.Module, name: str, kind: str, device: torch.device, *, on_host: bool
+) -> tuple[int, int]:
+    """Replace the Linear layer `name` of `transformer` by its `kind`-quantised copy, made on
+    `device` (then moved to the host when `on_host`). Its float and quantised bytes."""
+    parent, _, child = name.rpartition(".")
+    owner = transformer.get_submodule(parent)
+    linear = getattr(owner, child)
+    float_bytes = linear.weight.numel() * linear.weight.element_size()
+    quantized = quantize_linear(linear, kind, device)
+    if on_host:
+        quantized = quantized.to("cpu")
+    quantized_bytes = stored_bytes(quantized.weight)
+    setattr(owner, child, quantized)
+    return float_bytes, quantized_bytes
 
 
 def quantize_linear(linear: torch.nn.Linear, kind: str, device: torch.device) -> torch.nn.Linear:
