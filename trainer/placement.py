@@ -84,7 +84,8 @@ def _stream(
     block Linear layer is quantised (`quantize_module`) as soon as its tensors are read."""
     kind, dtype, reader = model_cfg.quantize, torch_dtype(model_cfg.dtype), TensorReader()
     modules = float_bytes = quantized_bytes = 0
-    for name, module in list(transformer.named_modules()):
+    for name in [n for n, _ in transformer.named_modules()]:  # by name: a replaced layer is
+        module = transformer.get_submodule(name)  # freed at once, with its float weight
         for attr, tensors in (("_parameters", module._parameters), ("_buffers", module._buffers)):
             for local, meta in list(tensors.items()):
                 key = f"{name}.{local}" if name else local
@@ -102,6 +103,7 @@ def _stream(
                 float_bytes + before,
                 quantized_bytes + after,
             )
+        del module
     if kind == "none":
         return QuantReport("none", "")
     return QuantReport(kind, BACKENDS[kind], modules, float_bytes, quantized_bytes)
