@@ -11,6 +11,7 @@ measure the allocator's retention rather than what the loader holds."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -70,6 +71,7 @@ def load_job(path: str, kind: str, streamed: bool) -> None:
     print(json.dumps({"over_baseline": peak - baseline, "kept": kept, "largest": largest}))
 
 
+@functools.cache  # each load once per session (a process costs ~9 s here)
 def _run(path: Path, kind: str, streamed: bool) -> dict:
     code = (
         "from tests.integration.test_low_ram_loading import load_job; "
