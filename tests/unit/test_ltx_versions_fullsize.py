@@ -215,3 +215,25 @@ def test_2_3_vae_decoder_has_the_four_stage_names() -> None:
     assert any(k.startswith("vae.decoder.up_blocks.7.") for k in keys)
     assert any(k.startswith("vae.decoder.up_blocks.8.res_blocks.") for k in keys)
     assert not any(k.startswith("vae.decoder.up_blocks.9.") for k in keys)
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.3", "2.5"])
+@pytest.mark.parametrize("name", ["transformer", "connectors", "vae", "audio_vae", "vocoder"])
+def test_every_full_size_key_has_one_official_name(version: str, name: str) -> None:
+    """One to one, in the official vocabulary (no diffusers-only segment left), and owned by
+    the component it came from: the loader can invert it for every version at full size."""
+    from ltx.single_file import owner
+
+    ours = _ours(name, version)
+    mapped = {official_key(name, k) for k in ours}
+    assert len(mapped) == len(ours)
+    assert {owner(k) for k in mapped} == {name}
+    diffusers_only = (
+        ".resnets.",
+        "latents_mean",
+        ".upsamplers.",
+        ".norm_q.",
+        "proj_in.",
+        "act_out",
+    )
+    assert not [k for k in mapped if any(s in k for s in diffusers_only)]
