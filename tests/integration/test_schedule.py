@@ -87,7 +87,7 @@ def test_training_shift_is_the_deployed_samplers_per_version_and_size(version: s
             width=width,
             height=height,
             num_frames=frames,
-            num_inference_steps=1,
+            num_inference_steps=2,  # one step cannot be stretched to the terminal sigma
             guidance_scale=1.0,
             output_type="latent",
             return_dict=False,

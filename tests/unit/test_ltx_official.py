@@ -153,9 +153,8 @@ def test_version_is_detected_from_tensors_without_metadata(tiny: dict, tmp_path:
     assert detect_version(keys) == tiny["version"]
 
 
+@pytest.mark.parametrize("tiny", ["2.5"], indirect=True)  # 2.5 carries its text encoder
 def test_2_5_refuses_a_stock_gemma_and_another_gemma_version(tiny: dict, tmp_path: Path) -> None:
-    if tiny["version"] != "2.5":
-        pytest.skip("2.5 carries its own text encoder")
     source = Path(tiny["cfg"].path)
     for case in ("stock", "version"):
         copy = tmp_path / case
@@ -175,9 +174,8 @@ def test_2_5_refuses_a_stock_gemma_and_another_gemma_version(tiny: dict, tmp_pat
             ensure_model(cfg, tmp_path / f"models-{case}")
 
 
+@pytest.mark.parametrize("tiny", ["2.0", "2.3"], indirect=True)
 def test_2_0_and_2_3_need_the_gemma_folder(tiny: dict, tmp_path: Path) -> None:
-    if tiny["version"] == "2.5":
-        pytest.skip("2.5's text encoder is in its folder")
     cfg = tiny["cfg"].model_copy(update={"text_encoder_path": None})
     with pytest.raises(UserError, match=r"model\.text_encoder_path=<local Gemma 3 folder>"):
         ensure_model(cfg, tmp_path)
