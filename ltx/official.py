@@ -144,7 +144,7 @@ def _check_transformer(path: Path, configured: str, version: Version) -> None:
             "model.diffusion_model.patchify_proj.weight (is it another model or component?)"
         )
     check_version(configured, found, path)
-    kind = quantised(path, keys)
+    kind = quantised(path)
     if kind:
         raise UserError(
             f"{path.name} is a quantised transformer ({kind}); training and our renders read "
@@ -164,17 +164,16 @@ _QUANT_SUFFIXES = (".weight_scale", ".weight_scale_2", ".input_scale", ".bias_sc
 _QUANT_DTYPES = {"F8_E4M3": "fp8 e4m3", "F8_E5M2": "fp8 e5m2", "I8": "int8", "U8": "packed 4-bit"}
 
 
-def quantised(path: Path, keys: list[str]) -> str | None:
-    """What kind of quantised checkpoint `path` is, or None for plain float weights."""
-    from safetensors import safe_open
+def quantised(path: Path) -> str | None:
+    """What kind of quantised checkpoint `path` is, or None for plain float weights (read from
+    the file's header alone)."""
+    from ltx.streaming import TensorReader
 
-    with safe_open(str(path), "pt") as f:
-        for key in keys:
-            if key.endswith(".weight"):
-                dtype = f.get_slice(key).get_dtype()
-                if dtype in _QUANT_DTYPES:
-                    return f"{_QUANT_DTYPES[dtype]} weights"
-    scaled = [k for k in keys if k.endswith(_QUANT_SUFFIXES)]
+    header = TensorReader.header(path)
+    for key, entry in header.items():
+        if key.endswith(".weight") and entry["dtype"] in _QUANT_DTYPES:
+            return f"{_QUANT_DTYPES[entry['dtype']]} weights"
+    scaled = [k for k in header if k.endswith(_QUANT_SUFFIXES)]
     return f"scaled weights, e.g. {scaled[0]}" if scaled else None
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ltx.config import ModelConfig
 from ltx.loading import load_components, torch_dtype
-from ltx.single_file import TensorReader, component_sources
+from ltx.streaming import TensorReader, component_sources
 from stagekit.errors import ConfigError
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.quantize import (
