@@ -7,7 +7,7 @@ and the budget is enforced with `torch.cuda.set_per_process_memory_fraction`, so
 reports figures really ran inside it. The transformer (19 B, random weights) is made on the
 device block by block, each block Linear quantised as it is made; swapped blocks' Linear
 weights go to pinned host memory: nothing full-size passes through host RAM but the swapped
-set. Rank-32 LoRA on the video attention (`trainer.runtime.attach_adapter`), 121x512x768 with
+set. Rank-32 LoRA on the video attention (`trainer.placement.attach_adapter`), 121x512x768 with
 audio, gradient checkpointing, AdamW on the adapter. Each config runs in its own process so
 its peaks are its own: peak allocated and reserved GPU memory, peak host RSS (VmHWM), the
 median seconds per step after warm-up. Without a CUDA GPU it says so and exits 2.
@@ -130,7 +130,7 @@ def prepare(
     """The model as `ltx-lora train` places it: base, adapter, checkpointing, block swap (None
     for 0 blocks), the rest moved to `device`. Returns the model, its adapter, the swapper."""
     from trainer.config import LoraConfig
-    from trainer.runtime import attach_adapter
+    from trainer.placement import attach_adapter
     from trainer.swap import attach_swap
 
     model = build_base(w, quantize, device, dtype, host_blocks=blocks_to_swap)

@@ -1,11 +1,14 @@
-"""Where the frozen base goes for training: loaded, and quantised on the device layer by layer
-(`model.quantize`). Block swap (`trainer.swap`) then takes its blocks to host memory and the rest
-moves to the device; the FSDP2 path shards an unquantised base instead
-(`trainer.runtime.shard_base`)."""
+"""Where the frozen base goes for training, in one place: `place` loads it from its files
+(quantised on the device layer by layer, `model.quantize`), puts the adapter on it, hands the
+last blocks to block swap (`trainer.swap`, host memory) and moves the rest to the device, or
+shards it over the processes (FSDP2). The loop sees a `Placement`: the transformer, its adapter
+parameters, and `whole()` for the main process's validation and export."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +26,58 @@ from trainer.quantize import (
     quantize_module,
     swapped,
 )
+from trainer.swap import BlockSwap, attach_swap
+
+
+@dataclass
+class Placement:
+    """The base as training placed it, with the adapter on it."""
+
+    transformer: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]  # the adapter's: the only trainable ones
+    swap: BlockSwap | None  # the streamer of the swapped blocks (None: all resident)
+    sharded: bool  # FSDP2 over several processes
+    source: tuple[Path, ModelConfig, LoraConfig, torch.device]  # to place a whole copy again
+
+    def layout(self) -> dict[str, Any]:
+        """What the run records about where the base was (a collective call when sharded)."""
+        return base_bytes(self.transformer) if self.sharded else {}
+
+    def whole(self) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
+        """A transformer the main process can run alone, with the trained adapter: this one,
+        or (sharded) an unsharded copy (`unsharded_copy`)."""
+        if not self.sharded:
+            return self.transformer, self.params
+        return unsharded_copy(*self.source, self.params)
+
+
+def place(
+    model_path: Path,
+    model_cfg: ModelConfig,
+    lora_cfg: LoraConfig,
+    cfg: TrainerConfig,
+    device: torch.device,
+    processes: int = 1,
+) -> Placement:
+    """The base of `model_path` placed for training on `device`, the adapter attached (its
+    initial values come from torch's global RNG: seed it first). The order matters: the
+    adapter and checkpointing go on before block swap takes its blocks, and swap before the
+    rest moves to the device, so the swapped weights never reach the device whole."""
+    swapped = cfg.blocks_to_swap if isinstance(cfg.blocks_to_swap, int) else 0
+    transformer = place_base(model_path, model_cfg, device, host_blocks=swapped)
+    params = attach_adapter(transformer, lora_cfg)
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    swap = attach_swap(transformer, cfg.blocks_to_swap, torch.device("cpu"), device)
+    # The transformer is not wrapped in DDP (its forward needs the module's own attributes):
+    # the trainer averages the adapter's gradients itself. Under fsdp2 only the frozen base
+    # is sharded; the adapter stays whole, averaged the same way.
+    sharded = cfg.distributed == "fsdp2" and processes > 1
+    if sharded:
+        shard_base(transformer, device, processes)
+    else:
+        transformer.to(device)
+    return Placement(transformer, params, swap, sharded, (model_path, model_cfg, lora_cfg, device))
 
 
 def check_placement(
@@ -107,3 +162,80 @@ def _stream(
     if kind == "none":
         return QuantReport("none", "")
     return QuantReport(kind, BACKENDS[kind], modules, float_bytes, quantized_bytes)
+
+
+def shard_base(transformer: torch.nn.Module, device: torch.device, processes: int) -> None:
+    """FSDP2 (`fully_shard`) over all processes: each transformer block is one unit, the rest
+    (patch embeddings, norms, output projections) the root unit. The adapter's parameters are
+    left out (`ignored_params`): they stay whole on every process, so the trainer's own
+    all-reduce averages their gradients exactly once, and checkpoints and exports see plain
+    tensors, as under ddp. Blocks are gathered for their forward, freed after it, and gathered
+    again in backward (the gradients flowing through the frozen weights need them)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (processes,))
+    adapter = {p for p in transformer.parameters() if p.requires_grad}
+    with torch.no_grad():  # FSDP2 leaves ignored parameters where they are
+        for p in adapter:
+            p.data = p.data.to(device)
+    # fully_shard moves each unit to the device whole, then keeps only this process's shard:
+    # the peak is one block, never the whole base (so the base is not moved there beforehand)
+    for block in transformer.transformer_blocks:
+        fully_shard(block, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
+    fully_shard(transformer, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
+
+
+def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
+    """Bytes of the frozen base: in all, and held by each process (its local FSDP2 shards);
+    a collective call, on every process."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    frozen = [p for p in transformer.parameters() if not p.requires_grad]
+    local = sum(
+        (p.to_local() if isinstance(p, DTensor) else p).numel() * p.element_size() for p in frozen
+    )
+    per_rank: list[int] = [0] * dist.get_world_size()
+    dist.all_gather_object(per_rank, local)
+    total = sum(p.numel() * p.element_size() for p in frozen)
+    return {"base_param_bytes": total, "base_param_bytes_per_rank": per_rank}
+
+
+def attach_adapter(
+    transformer: torch.nn.Module, lora_cfg: LoraConfig
+) -> dict[str, torch.nn.Parameter]:
+    """Freeze the base, wrap the configured modules with the adapter; its trainable parameters."""
+    from ltx.lora import add_lora
+
+    transformer.requires_grad_(False)
+    add_lora(
+        transformer,
+        lora_cfg.rank,
+        lora_cfg.alpha,
+        lora_cfg.dropout,
+        lora_cfg.targets,
+        kind=lora_cfg.kind,
+    )
+    return {n: p for n, p in transformer.named_parameters() if p.requires_grad}
+
+
+def unsharded_copy(
+    model_path: Path,
+    model_cfg: ModelConfig,
+    lora_cfg: LoraConfig,
+    device: torch.device,
+    trained: dict[str, torch.nn.Parameter],
+) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
+    """A plain transformer with the trained adapter, for the main process's validation loss and
+    export, which it runs alone (a sharded block would wait for the other processes): the frozen
+    base reloaded from the model folder (it never changed), the adapter's weights copied in.
+    Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
+    transformer = place_base(model_path, model_cfg, device).to(device)  # as training placed it
+    params = attach_adapter(transformer, lora_cfg)
+    if params.keys() != trained.keys():
+        raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(trained[name].detach())
+    return transformer, params

@@ -176,12 +176,12 @@ def trace(shape: StepShape) -> StepPeak:
 
 
 def build(shape: StepShape, device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The transformer with the adapter (as `trainer.runtime.attach_adapter` adds it) and the
+    """The transformer with the adapter (as `trainer.placement.attach_adapter` adds it) and the
     frozen text connectors, on `device` (meta: no memory)."""
     from diffusers import LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
-    from trainer.runtime import attach_adapter
+    from trainer.placement import attach_adapter
 
     default = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, shape.dtype))

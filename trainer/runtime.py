@@ -1,5 +1,5 @@
-"""What a training run needs around its loop: input checks, the optimiser, FSDP2 sharding of
-the frozen base, the trackers (MLflow, W&B offline) and validation sample videos."""
+"""What a training run needs around its loop: input checks, the optimiser, the trackers
+(MLflow, W&B offline) and validation sample videos. Where the base goes is `trainer.placement`."""
 
 from __future__ import annotations
 
@@ -111,10 +111,11 @@ def _bitsandbytes(device: torch.device) -> Any:
 @contextmanager
 def own_sharding(cfg: TrainerConfig) -> Iterator[None]:
     """Keep Accelerate out of FSDP while the Accelerator is built: the trainer shards the base
-    itself (`shard_base`) and averages the adapter's gradients itself, so an `accelerate launch`
-    FSDP recipe must not make Accelerate wrap anything (its FSDP2 `prepare` also refuses an
-    optimizer without its model). An FSDP recipe with `trainer.distributed=ddp` is refused, so a
-    run never silently keeps a full base per GPU on a recipe meant to shard it."""
+    itself (`trainer.placement`) and averages the adapter's gradients itself, so an
+    `accelerate launch` FSDP recipe must not make Accelerate wrap anything (its FSDP2 `prepare`
+    also refuses an optimizer without its model). An FSDP recipe with `trainer.distributed=ddp`
+    is refused, so a run never silently keeps a full base per GPU on a recipe meant to shard
+    it."""
     key = "ACCELERATE_USE_FSDP"
     recipe = os.environ.get(key, "false").lower() == "true"
     if recipe and cfg.distributed != "fsdp2":
@@ -130,85 +131,6 @@ def own_sharding(cfg: TrainerConfig) -> Iterator[None]:
     finally:
         if recipe:
             os.environ[key] = "true"
-
-
-def shard_base(transformer: torch.nn.Module, device: torch.device, processes: int) -> None:
-    """FSDP2 (`fully_shard`) over all processes: each transformer block is one unit, the rest
-    (patch embeddings, norms, output projections) the root unit. The adapter's parameters are
-    left out (`ignored_params`): they stay whole on every process, so the trainer's own
-    all-reduce averages their gradients exactly once, and checkpoints and exports see plain
-    tensors, as under ddp. Blocks are gathered for their forward, freed after it, and gathered
-    again in backward (the gradients flowing through the frozen weights need them)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    mesh = init_device_mesh(device.type, (processes,))
-    adapter = {p for p in transformer.parameters() if p.requires_grad}
-    with torch.no_grad():  # FSDP2 leaves ignored parameters where they are
-        for p in adapter:
-            p.data = p.data.to(device)
-    # fully_shard moves each unit to the device whole, then keeps only this process's shard:
-    # the peak is one block, never the whole base (so the base is not moved there beforehand)
-    for block in transformer.transformer_blocks:
-        fully_shard(block, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
-    fully_shard(transformer, mesh=mesh, ignored_params=adapter, reshard_after_forward=True)
-
-
-def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
-    """Bytes of the frozen base: in all, and held by each process (its local FSDP2 shards);
-    a collective call, on every process."""
-    import torch.distributed as dist
-    from torch.distributed.tensor import DTensor
-
-    frozen = [p for p in transformer.parameters() if not p.requires_grad]
-    local = sum(
-        (p.to_local() if isinstance(p, DTensor) else p).numel() * p.element_size() for p in frozen
-    )
-    per_rank: list[int] = [0] * dist.get_world_size()
-    dist.all_gather_object(per_rank, local)
-    total = sum(p.numel() * p.element_size() for p in frozen)
-    return {"base_param_bytes": total, "base_param_bytes_per_rank": per_rank}
-
-
-def attach_adapter(
-    transformer: torch.nn.Module, lora_cfg: LoraConfig
-) -> dict[str, torch.nn.Parameter]:
-    """Freeze the base, wrap the configured modules with the adapter; its trainable parameters."""
-    from ltx.lora import add_lora
-
-    transformer.requires_grad_(False)
-    add_lora(
-        transformer,
-        lora_cfg.rank,
-        lora_cfg.alpha,
-        lora_cfg.dropout,
-        lora_cfg.targets,
-        kind=lora_cfg.kind,
-    )
-    return {n: p for n, p in transformer.named_parameters() if p.requires_grad}
-
-
-def unsharded_copy(
-    model_path: Path,
-    model_cfg: ModelConfig,
-    lora_cfg: LoraConfig,
-    trained: dict[str, torch.nn.Parameter],
-    device: torch.device,
-) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
-    """A plain transformer with the trained adapter, for the main process's validation loss and
-    export, which it runs alone (a sharded block would wait for the other processes): the frozen
-    base reloaded from the model folder (it never changed), the adapter's weights copied in.
-    Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
-    from trainer.placement import place_base
-
-    transformer = place_base(model_path, model_cfg, device).to(device)  # as training placed it
-    params = attach_adapter(transformer, lora_cfg)
-    if params.keys() != trained.keys():
-        raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(trained[name].detach())
-    return transformer, params
 
 
 def tracker_names(cfg: TrainerConfig) -> list[str]:

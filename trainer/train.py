@@ -34,26 +34,21 @@ from trainer.cache import EMPTY_PROMPT, INDEX
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.data import Batch, BatchOrder, collate, drop_captions, load_split
 from trainer.export import export_adapter, verify_export
-from trainer.placement import check_placement, place_base
+from trainer.placement import check_placement, place
 from trainer.plan import plan_training
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
-    attach_adapter,
-    base_bytes,
     check_cache,
     check_inputs,
     empty_prompt,
     make_optimizer,
     mark_failed,
     own_sharding,
-    shard_base,
     start_trackers,
     tracker_names,
-    unsharded_copy,
 )
 from trainer.strategies import get_strategy
-from trainer.swap import attach_swap
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
 # settings that change how a run is kept or laid out, never what it computes (like the number
@@ -158,31 +153,19 @@ def train(
         cfg.resume,
     )
 
-    torch.manual_seed(seed)
-    swapped = cfg.blocks_to_swap if isinstance(cfg.blocks_to_swap, int) else 0
-    transformer = place_base(model_path, model_cfg, accelerator.device, host_blocks=swapped)
+    torch.manual_seed(seed)  # the adapter's initial values
+    placed = place(
+        model_path, model_cfg, lora_cfg, cfg, accelerator.device, accelerator.num_processes
+    )
+    transformer, params = placed.transformer, placed.params
     comps = load_components(model_path, ["connectors", "scheduler"], model_cfg.dtype)
     scheduler = comps["scheduler"]
-    params = attach_adapter(transformer, lora_cfg)
-    if cfg.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    # the swapped blocks' frozen Linear weights go to (pinned) host memory, streamed per block
-    attach_swap(transformer, cfg.blocks_to_swap, torch.device("cpu"), accelerator.device)
     denoiser = {
         "transformer": transformer,
-        "connectors": comps["connectors"].requires_grad_(False).eval(),
+        "connectors": comps["connectors"].requires_grad_(False).eval().to(accelerator.device),
     }
     optimizer = make_optimizer(list(params.values()), cfg, accelerator.device)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
-    # The transformer is not wrapped in DDP (its forward needs the module's own attributes):
-    # the adapter's gradients are averaged across processes explicitly, once per step. Under
-    # fsdp2 only the frozen base is sharded; the adapter stays whole, averaged the same way.
-    sharded = cfg.distributed == "fsdp2" and accelerator.num_processes > 1
-    if sharded:
-        shard_base(transformer, accelerator.device, accelerator.num_processes)
-    else:
-        transformer.to(accelerator.device)
-    denoiser["connectors"].to(accelerator.device)
     optimizer = accelerator.prepare(optimizer)
     ema = {n: p.detach().clone() for n, p in params.items()} if cfg.ema_decay else None
     generator = torch.Generator().manual_seed(seed)
@@ -263,15 +246,13 @@ def train(
                 checkpoint.save(run, step, state, cfg.keep_checkpoints)
 
         rank_diff = _ranks_agree(params, accelerator)
-        layout = base_bytes(transformer) if sharded else {}
+        layout = placed.layout()
         if not main:
             accelerator.wait_for_everyone()
             return {"rank": accelerator.process_index, "skipped": False}
-        if sharded:  # the main process goes on alone: validate and export a whole copy
-            transformer, params = unsharded_copy(
-                model_path, model_cfg, lora_cfg, params, accelerator.device
-            )
-            denoiser = {**denoiser, "transformer": transformer}
+        # the main process goes on alone: validate and export a whole copy
+        transformer, params = placed.whole()
+        denoiser = {**denoiser, "transformer": transformer}
         val_loss = validation_loss(
             strategy, denoiser, scheduler, load_split(cache_dir, "validation"), cfg, seed
         )
@@ -302,7 +283,7 @@ def train(
             {
                 "processes": accelerator.num_processes,
                 "rank_weight_max_diff": rank_diff,
-                **({"distributed": cfg.distributed, **layout} if sharded else {}),
+                **({"distributed": cfg.distributed, **layout} if placed.sharded else {}),
             },
             run / SAMPLES_DIR,
         )

@@ -44,10 +44,10 @@ def rss_job(
     torch.set_num_threads(1)
     from ltx.loading import load_components
     from trainer.config import LoraConfig, TrainerConfig
-    from trainer.placement import place_base
+    from trainer.placement import attach_adapter, place_base
     from trainer.plan import latents_for_clip, make_plan, make_setup, model_configs
     from trainer.plan_trace import make_batch
-    from trainer.runtime import attach_adapter, make_optimizer
+    from trainer.runtime import make_optimizer
     from trainer.strategies import get_strategy
     from trainer.swap import attach_swap
 
@@ -178,6 +178,7 @@ def test_train_refuses_before_loading(models, tmp_path, monkeypatch) -> None:
     import torch
     from safetensors.torch import save_file
 
+    import trainer.placement
     import trainer.plan
     import trainer.train
     from tests.integration.train_job import LINEAGE
@@ -200,7 +201,7 @@ def test_train_refuses_before_loading(models, tmp_path, monkeypatch) -> None:
 
     card = trainer.plan.Card("a 256 MiB card", 256 << 20)  # below the CUDA context alone
     monkeypatch.setattr(trainer.plan, "detected_card", lambda: card)
-    monkeypatch.setattr(trainer.train, "place_base", loaded)
+    monkeypatch.setattr(trainer.placement, "place_base", loaded)
     with pytest.raises(UserError, match=r"will not fit a 256 MiB card.*no setting fits"):
         trainer.train.train(
             cache,

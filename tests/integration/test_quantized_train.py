@@ -157,11 +157,11 @@ def test_a_quantised_base_streams_its_swapped_blocks_and_trains_the_same(
     """int8 base, the last 2 of 4 blocks swapped (host and "device" both the CPU): quantised
     on the device, sent back to the host, streamed in their quantised form; the same files,
     bit for bit, as the run that keeps every block resident."""
-    import trainer.train as training
+    import trainer.placement as placement
     from trainer.quantize import quantization_of
 
     swaps = []
-    attach = training.attach_swap
+    attach = placement.attach_swap
 
     def spy(transformer, *args, **kwargs):
         assert quantization_of(transformer) == "int8"
@@ -171,7 +171,7 @@ def test_a_quantised_base_streams_its_swapped_blocks_and_trains_the_same(
     resident = _train(
         "int8", demo_cache, demo_path, tmp_path / "resident", gradient_checkpointing=True
     )
-    monkeypatch.setattr(training, "attach_swap", spy)
+    monkeypatch.setattr(placement, "attach_swap", spy)
     swapped = _train(
         "int8", demo_cache, demo_path, tmp_path / "swapped", gradient_checkpointing=True,
         blocks_to_swap=2,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import trainer.placement
 import trainer.train
 from tests.integration.conftest import TINY
 from tests.integration.train_job import LINEAGE
@@ -36,14 +37,14 @@ def run(cache_dir: Path, out: Path, model_path: Path, **opts) -> dict:
 
 def test_swapped_run_trains_the_same_adapter(cache_dir, model_path, tmp_path, monkeypatch) -> None:
     swaps: list[BlockSwap | None] = []
-    attach = trainer.train.attach_swap
+    attach = trainer.placement.attach_swap
 
     def spy(*args, **kwargs) -> BlockSwap | None:
         swaps.append(attach(*args, **kwargs))
         return swaps[-1]
 
     resident = run(cache_dir, tmp_path / "resident", model_path)
-    monkeypatch.setattr(trainer.train, "attach_swap", spy)
+    monkeypatch.setattr(trainer.placement, "attach_swap", spy)
     swapped = run(cache_dir, tmp_path / "swapped", model_path, blocks_to_swap=1)
     (swap,) = swaps
     assert swap is not None and swap.blocks == [1]

@@ -12,7 +12,7 @@ import torch
 from ltx.forward import predict_velocity
 from stagekit.errors import ConfigError
 from trainer.config import LoraConfig, TrainerConfig
-from trainer.runtime import attach_adapter
+from trainer.placement import attach_adapter
 from trainer.swap import Evicted, EvictedWeightError, attach_swap
 
 CPU = torch.device("cpu")
