@@ -164,9 +164,9 @@ def fold_alpha(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_adapter_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a LoRA safetensors file (diffusers or ComfyUI keys, with or without `.alpha`) in
-    the form `pipe.load_lora_weights` accepts. DoRA's ComfyUI `dora_scale` becomes PEFT's
-    `lora_magnitude_vector`; a LoKr (PEFT or LyCORIS keys), which diffusers cannot load, becomes
-    the exactly equal LoRA (`lokr_as_lora`)."""
+    the form `pipe.load_lora_weights` accepts. A LoKr (PEFT or LyCORIS keys), which diffusers
+    cannot load, becomes the exactly equal LoRA (`lokr_as_lora`); a ComfyUI DoRA is refused (its
+    `dora_scale` follows ComfyUI's normalisation, not PEFT's)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -177,14 +177,15 @@ def load_adapter_file(path: Path) -> dict[str, torch.Tensor]:
         if not is_comfyui(sd):  # our PEFT layout: ComfyUI semantics first (alpha / r folded)
             sd = comfyui_adapter(sd, "lokr", *_lokr_alpha_rank(path))
         return lokr_as_lora(sd)
+    if any(k.endswith(COMFY_DORA_SUFFIX) for k in sd):
+        # ComfyUI divides by the base weight's row norm, PEFT by the patched one's: the file's
+        # dora_scale is not PEFT's magnitude (ltx.comfyui_math), so diffusers would load it wrong.
+        raise UserError(
+            f"{path} is a ComfyUI DoRA (dora_scale), which only ComfyUI applies exactly: load "
+            "the diffusers export (adapter.safetensors) of the same adapter instead"
+        )
     if is_comfyui(sd):
         sd = from_comfyui(sd)
-    sd = {
-        (k.removesuffix(COMFY_DORA_SUFFIX) + DORA_SUFFIX if k.endswith(COMFY_DORA_SUFFIX) else k): (
-            v.reshape(-1) if k.endswith(COMFY_DORA_SUFFIX) else v
-        )
-        for k, v in sd.items()
-    }
     return fold_alpha(_alpha_from_header(path, sd))
 
 
@@ -228,8 +229,8 @@ def _lora_factors(
     w = parts[name].float()
     rows, cols = w.shape
     if rows <= cols:
-        return torch.eye(rows), w, None
-    return w, torch.eye(cols), None
+        return torch.eye(rows, device=w.device), w, None
+    return w, torch.eye(cols, device=w.device), None
 
 
 def _alpha_from_header(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -321,32 +322,6 @@ def comfyui_adapter(sd: dict[str, torch.Tensor], kind: str, alpha: float, rank: 
                 w2 = out[f"{base}.lokr_w2"]
                 out[f"{base}.lokr_w2"] = (w2.float() * (alpha / rank)).to(w2.dtype)
     return to_comfyui(out)
-
-
-def comfyui_weight(weight: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A Linear weight [out, in] after merging one module's ComfyUI adapter entries, with
-    ComfyUI's arithmetic (comfy/weight_adapter: lora, DoRA `weight_decompose`, lokr)."""
-    w = weight.float()
-    if "lokr_w1" in parts or "lokr_w1_a" in parts:
-        w1, dim = _factor(parts, "lokr_w1")
-        w2, dim2 = _factor(parts, "lokr_w2")
-        dim = dim2 or dim
-        scale = float(parts["alpha"]) / dim if "alpha" in parts and dim else 1.0
-        return (w + scale * torch.kron(w1, w2).reshape(w.shape)).to(weight.dtype)
-    a, b = parts["lora_A.weight"].float(), parts["lora_B.weight"].float()
-    scale = float(parts["alpha"]) / a.shape[0] if "alpha" in parts else 1.0
-    merged = w + scale * (b @ a)
-    if "dora_scale" in parts:
-        norm = merged.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps
-        merged = merged * (parts["dora_scale"].float().reshape(-1, 1) / norm)
-    return merged.to(weight.dtype)
-
-
-def _factor(parts: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, int | None]:
-    if name in parts:
-        return parts[name].float(), None
-    a, b = parts[f"{name}_a"].float(), parts[f"{name}_b"].float()
-    return a @ b, b.shape[0]
 
 
 def comfyui_modules(sd: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

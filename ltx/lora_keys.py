@@ -72,6 +72,17 @@ def _from_comfy_key(key: str) -> str:
     raise KeyError(f"LoRA key '{key}' is in neither ComfyUI nor diffusers layout")
 
 
+def diffusers_module(official: str) -> str:
+    """A transformer module's official name (`transformer_blocks.0.attn1.q_norm`) in diffusers'
+    naming (`transformer_blocks.0.attn1.norm_q`), no prefixes."""
+    return _rename(official, FROM_OFFICIAL)
+
+
+def official_module(name: str) -> str:
+    """Inverse of `diffusers_module`."""
+    return _rename(name, TO_OFFICIAL)
+
+
 def is_comfyui(sd: dict[str, object]) -> bool:
     """True when any key uses the ComfyUI / official `diffusion_model.` prefix."""
     return any(k.startswith((COMFY_PREFIX, COMFY_CONNECTORS_PREFIX)) for k in sd)

@@ -1,16 +1,17 @@
-"""Adapter export in two layouts, each verified by loading it back.
+"""Adapter export: one file per consumer, each checked by that consumer's own arithmetic.
 
-- `adapter.safetensors`: diffusers/PEFT keys (`transformer.…lora_A.weight`). diffusers 0.42.1
-  rejects `.alpha` keys, so alpha travels in its own `lora_adapter_metadata` header entry, which
-  `LTX2Pipeline.load_lora_weights` reads. DoRA adds `lora_magnitude_vector`; LoKr is written in
-  PEFT's layout (`lokr_w1`/`lokr_w2`, config in the `lokr_config` header), which diffusers
-  cannot load, and is verified through PEFT.
-- `comfyui.safetensors`: ComfyUI keys (`diffusion_model.…`) with `.alpha` where alpha ≠ rank;
-  DoRA as `dora_scale`, LoKr as LyCORIS `lokr_w1`/`lokr_w2`.
-Both carry the DESIGN.md metadata header plus `adapter_kind` and `verified_by` (how the file was
-checked), and the same bytes for the same weights. An adapter trained on a quantised base
-(`model.quantize`) has the same keys and header, plus `base_quantization` naming the format; it is
-verified on that same quantised base (`match_base`), not on the float one.
+What each consumer gets per adapter kind is `ltx.exports.TABLE` (docs/exports.md is generated
+from it): `adapter.safetensors` for diffusers (and the in-house API), `comfyui.safetensors` for
+ComfyUI, `ltx-pipelines.safetensors` for Lightricks' ltx-pipelines / ltx-core. A refused cell
+writes no file; `exports.json` says why and what to choose instead. When diffusers is refused (a
+LoKr whose equal LoRA is larger than its dense update), `adapter.safetensors` is still written,
+in PEFT's LoKr layout (`format: peft`): it is the registry's identity of the adapter.
+
+Every file carries the DESIGN.md metadata header plus `consumer`, `adapter_kind`,
+`export_outcome` and `verified_by`: the consumer arithmetic `verify_export` runs on it before the
+run is kept (a failure raises, so a written header's claim has been checked). An adapter
+trained on a quantised base (`model.quantize`) also has `base_quantization` and is verified on
+that same quantised base (`match_base`).
 """
 
 from __future__ import annotations
@@ -23,93 +24,142 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltx.lora import (
-    ADAPTER_NAME,
-    ALPHA_SUFFIX,
-    adapter_metadata,
-    adapter_state_dict,
-    comfyui_adapter,
-    comfyui_modules,
-    comfyui_weight,
-    diffusers_metadata_header,
-)
+from ltx import comfyui_math, ltx_core_fuse
+from ltx.consumer_files import BaseWeight, ExportRefused, consumer_state
+from ltx.exports import CONSUMERS, EXPORTS_RECORD, file_name, outcome
+from ltx.lora import ADAPTER_NAME, adapter_kind, adapter_state_dict, diffusers_metadata_header
+from ltx.lora_keys import diffusers_module
+from stagekit.files import write_json
 from stagekit.hashing import sha256_file
 from trainer.data import Batch
 from trainer.quantize import BACKENDS, dequantized_weight, quantization_of, quantized_modules
 
 DIFFUSERS_FILE = "adapter.safetensors"
 COMFYUI_FILE = "comfyui.safetensors"
+LTX_PIPELINES_FILE = "ltx-pipelines.safetensors"
 LOKR_CONFIG_KEY = "lokr_config"
 QUANTIZATION_KEY = "base_quantization"  # only in adapters trained on a quantised base
+BASE_NORMS_KEY = "base_weight_norms"  # {module: ‖W‖_F}: the registry's "below noise" check
+
+_CHECKED = "; the pipeline's velocity then compared with the trained adapter's"
+PEFT_LOKR_CHECK = (
+    "peft LoKrConfig from the header + set_peft_model_state_dict (no consumer: diffusers and "
+    "ltx-pipelines were refused this LoKr, see exports.json)" + _CHECKED
+)
 
 
-# How each (kind, layout) is checked by loading; written into the file's header.
-VERIFIED_BY = {
-    ("lora", "diffusers"): "LTX2Pipeline.load_lora_weights(path)",
-    ("dora", "diffusers"): "LTX2Pipeline.load_lora_weights(path)",
-    ("lokr", "peft"): (
-        "peft LoKrConfig from the header + set_peft_model_state_dict "
-        "(diffusers 0.42.1 load_lora_weights cannot load LoKr)"
-    ),
-    ("lora", "comfyui"): "keys converted back, LTX2Pipeline.load_lora_weights",
-    ("dora", "comfyui"): (
-        "merged with ComfyUI's weight-adapter arithmetic re-implemented in ltx.lora "
-        "(not run inside ComfyUI)"
-    ),
-    ("lokr", "comfyui"): (
-        "merged with ComfyUI's LyCORIS lokr arithmetic re-implemented in ltx.lora "
-        "(not run inside ComfyUI)"
-    ),
-}
+def verified_by(consumer: str) -> str:
+    """The consumer arithmetic `verify_export` runs on `consumer`'s file, in words."""
+    if consumer == "diffusers":
+        import diffusers
+
+        return f"diffusers {diffusers.__version__} LTX2Pipeline.load_lora_weights(path)" + _CHECKED
+    if consumer == "comfyui":
+        return (
+            "ComfyUI's patching arithmetic (weight_adapter lora.py / lokr.py / base.py "
+            "weight_decompose, model_patcher float32 cast) as transcribed in ltx.comfyui_math, "
+            "not run inside ComfyUI" + _CHECKED
+        )
+    if ltx_core_fuse.available():
+        return ltx_core_fuse.VERIFIED_BY
+    return "ltx-core's fuse arithmetic (B·strength @ A) as transcribed in trainer.export, " + (
+        "ltx-core not importable here" + _CHECKED
+    )
 
 
 def export_adapter(
     transformer: torch.nn.Module, dest: Path, metadata: dict[str, str], stem: str = "adapter"
 ) -> list[Path]:
-    """Write `<stem>.safetensors` (diffusers, or PEFT for LoKr) and its ComfyUI twin into
-    `dest/`."""
+    """Write each consumer's file for the adapter in `transformer` into `dest/`, plus
+    `exports.json` (`exports_ema.json` for stem `adapter_ema`). Returns the files written,
+    the diffusers one (or PEFT LoKr) first."""
     dest.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().to("cpu").contiguous() for k, v in adapter_state_dict(transformer).items()
-    }
-    plain = {k: v for k, v in state.items() if not k.endswith(ALPHA_SUFFIX)}
-    meta = adapter_metadata(transformer)
-    kind = meta["kind"]
-    layout = "peft" if kind == "lokr" else "diffusers"
-    # adapter → comfyui, adapter_ema → comfyui_ema
-    files = [
-        dest / f"{stem}.safetensors",
-        dest / f"comfyui{stem.removeprefix('adapter')}.safetensors",
-    ]
-    header = _lokr_header(transformer) if kind == "lokr" else _inference_header(transformer)
+    kind = adapter_kind(transformer)
+    base_weight = _base_weights(transformer)
     quantized, on_base = _quantization_header(transformer)
-    save_file(
-        plain,
-        files[0],
-        metadata={
-            **metadata,
-            **header,
-            **quantized,
-            "format": layout,
-            "adapter_kind": kind,
-            "verified_by": VERIFIED_BY[(kind, layout)] + on_base,
-        },
-    )
-    comfy = comfyui_adapter(state, kind, float(meta["alpha"]), int(meta["rank"]))
-    save_file(
-        comfy,
-        files[1],
-        metadata={
-            **metadata,
-            **quantized,
-            "format": "comfyui",
-            "adapter_kind": kind,
-            "verified_by": VERIFIED_BY[(kind, "comfyui")] + on_base,
-        },
-    )
-    for f in files:
-        canonical_header(f)
+    common = {**metadata, **quantized, "adapter_kind": kind}
+    common[BASE_NORMS_KEY] = _base_norms(transformer, base_weight)
+    files, record = [], {}
+    for consumer in ("diffusers", *[c for c in CONSUMERS if c != "diffusers"]):
+        path = dest / file_name(consumer, stem)
+        try:
+            sd = consumer_state(transformer, consumer, base_weight)
+        except ExportRefused as refused:
+            record[consumer] = {"outcome": "refused", "reason": str(refused)}
+            if consumer == "diffusers":
+                files.append(_write_peft_lokr(transformer, path, common, on_base))
+            continue
+        header = {
+            **common,
+            **_consumer_header(transformer, consumer),
+            "consumer": consumer,
+            "export_outcome": outcome(kind, consumer).result,
+            "verified_by": verified_by(consumer) + on_base,
+        }
+        _save(sd, path, header)
+        files.append(path)
+        record[consumer] = {"file": path.name, "outcome": header["export_outcome"]}
+        record[consumer]["verified_by"] = header["verified_by"]
+    write_json(dest / _record_name(stem), {"adapter_kind": kind, "consumers": record})
     return files
+
+
+def _record_name(stem: str) -> str:
+    return EXPORTS_RECORD.replace(".json", f"{stem.removeprefix('adapter')}.json")
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path, header: dict[str, str]) -> None:
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in sd.items()}, path, header)
+    canonical_header(path)
+
+
+def _write_peft_lokr(
+    transformer: torch.nn.Module, path: Path, common: dict[str, str], on_base: str
+) -> Path:
+    """The LoKr in PEFT's layout: the registry's identity when no consumer file is diffusers'."""
+    header = {**common, **_lokr_header(transformer), "format": "peft", "consumer": "none"}
+    header["verified_by"] = PEFT_LOKR_CHECK + on_base
+    _save(adapter_state_dict(transformer), path, header)
+    return path
+
+
+def _consumer_header(transformer: torch.nn.Module, consumer: str) -> dict[str, str]:
+    if consumer == "diffusers" and adapter_kind(transformer) == "lokr":
+        return {"format": "diffusers"}  # its equal LoRA: ranks from shapes, alpha = rank
+    if consumer == "diffusers":
+        return {"format": "diffusers", **_inference_header(transformer)}
+    return {"format": "comfyui"}  # both use `diffusion_model.<official name>` keys
+
+
+def _base_weights(transformer: torch.nn.Module) -> BaseWeight:
+    """The base weight each adapted module computes with: dequantised on a quantised base."""
+    quantized = quantized_modules(transformer)
+
+    def weight(module: str) -> torch.Tensor:
+        if module in quantized:
+            return dequantized_weight(quantized[module])
+        return transformer.get_submodule(module).get_base_layer().weight
+
+    return weight
+
+
+def _base_norms(transformer: torch.nn.Module, base_weight: BaseWeight) -> str:
+    """{module: Frobenius norm of its base weight}, so the registry (torch-free, no base model)
+    can tell an update below numeric noise from a real one."""
+    firsts = (".lora_A.weight", ".lokr_w1", ".lokr_w1_a")  # one entry per adapted module
+    modules = sorted(
+        _strip(k.removeprefix("transformer."), firsts)
+        for k in adapter_state_dict(transformer)
+        if k.endswith(firsts)
+    )
+    norms = {m: float(base_weight(m).float().norm()) for m in modules}
+    return json.dumps({m: float(f"{v:.6g}") for m, v in norms.items()}, sort_keys=True)
+
+
+def _strip(key: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        key = key.removesuffix(suffix)
+    return key
 
 
 def _quantization_header(transformer: torch.nn.Module) -> tuple[dict[str, str], str]:
@@ -132,11 +182,14 @@ def _lokr_header(transformer: torch.nn.Module) -> dict[str, str]:
 
 
 def _inference_header(transformer: torch.nn.Module) -> dict[str, str]:
-    """diffusers' LoRA config header with dropout 0: diffusers injects the layers in training
-    mode, so a header dropout would randomly drop activations at inference (seen in 0.42.1)."""
+    """diffusers' LoRA config header for the alpha-folded file: lora_alpha = r per module
+    (scale 1, the file's lora_B already carries alpha / r) and dropout 0 (diffusers injects the
+    layers in training mode, so a header dropout would drop activations at inference)."""
     header = diffusers_metadata_header(transformer)
     ((key, raw),) = header.items()
     config = json.loads(raw)
+    config["transformer.lora_alpha"] = config["transformer.r"]
+    config["transformer.alpha_pattern"] = dict(config.get("transformer.rank_pattern") or {})
     config["transformer.lora_dropout"] = 0.0
     return {key: json.dumps(config, indent=2, sort_keys=True)}
 
@@ -212,31 +265,31 @@ def _probe(pipe, batch: Batch):
 
 @contextmanager
 def _loaded(pipe, path: Path) -> Iterator[None]:
-    """Load `path` into `pipe.transformer` the way its consumers would, per its header:
-    diffusers files through plain `load_lora_weights(path)`; a LoKr PEFT file through PEFT;
-    a ComfyUI LoRA converted back and loaded by diffusers; ComfyUI DoRA / LoKr merged into the
-    weights with ComfyUI's arithmetic (restored after)."""
+    """`path` applied to `pipe.transformer` by its consumer's arithmetic, per its header:
+    diffusers' own `load_lora_weights(path)`; ltx-core's fusion; ComfyUI's patching; a PEFT
+    LoKr file through PEFT. Weights and adapters are restored after."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
-    layout, kind = header.get("format"), header.get("adapter_kind", "lora")
-    if layout == "peft":
+    consumer = header.get("consumer")
+    if header.get("format") == "peft":
         with load_lokr(pipe.transformer, path):
             yield
-        return
-    if layout == "comfyui" and kind != "lora":
+    elif consumer == "comfyui":
         with comfyui_merged(pipe.transformer, load_file(str(path))):
             yield
-        return
-    from ltx.lora import load_adapter_file
-
-    source = str(path) if layout == "diffusers" else load_adapter_file(path)
-    pipe.load_lora_weights(source, adapter_name="export-check")
-    try:
-        yield
-    finally:
-        pipe.unload_lora_weights()
+    elif consumer == "ltx-pipelines":
+        with ltx_core_fused(pipe.transformer, load_file(str(path))):
+            yield
+    elif consumer == "diffusers":
+        pipe.load_lora_weights(str(path), adapter_name="export-check")
+        try:
+            yield
+        finally:
+            pipe.unload_lora_weights()
+    else:
+        raise RuntimeError(f"{path.name}: no consumer in its header, nothing to check it with")
 
 
 @contextmanager
@@ -270,14 +323,56 @@ def load_lokr(transformer: torch.nn.Module, path: Path) -> Iterator[None]:
 
 @contextmanager
 def comfyui_merged(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]) -> Iterator[None]:
-    """The transformer with a ComfyUI adapter merged into its Linear weights, as ComfyUI
-    patches a model; the original weights come back after."""
+    """The transformer with a ComfyUI-layout adapter patched into its Linear weights by
+    ComfyUI's arithmetic (`ltx.comfyui_math`); the original weights come back after."""
+    weights = {}
+    for official, parts in comfyui_math.modules(sd).items():
+        module = diffusers_module(official)
+        weights[module] = comfyui_math.patched_weight(_weight(transformer, module), parts)
+    with patched(transformer, weights):
+        yield
+
+
+@contextmanager
+def ltx_core_fused(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The transformer with an ltx-pipelines file fused into its weights as ltx-core fuses it
+    (its own `apply_loras` where it imports); the original weights come back after."""
+    official = sorted(
+        k.removeprefix("diffusion_model.").removesuffix(".lora_A.weight")
+        for k in sd
+        if k.endswith(".lora_A.weight")
+    )
+    shapes = {f"{m}.weight": _weight(transformer, diffusers_module(m)).shape for m in official}
+    if ltx_core_fuse.available():
+        deltas = ltx_core_fuse.fused_deltas(sd, shapes)
+    else:  # its arithmetic (fuse_loras.py _prepare_deltas): B·strength @ A, nothing else
+        deltas = {
+            f"{m}.weight": sd[f"diffusion_model.{m}.lora_B.weight"].float()
+            @ sd[f"diffusion_model.{m}.lora_A.weight"].float()
+            for m in official
+        }
+    weights = {}
+    for m in official:
+        module = diffusers_module(m)
+        base = _weight(transformer, module)
+        weights[module] = (base.float() + deltas[f"{m}.weight"]).to(base.dtype)
+    with patched(transformer, weights):
+        yield
+
+
+def _weight(transformer: torch.nn.Module, module: str) -> torch.Tensor:
+    return transformer.get_submodule(module).weight.detach()
+
+
+@contextmanager
+def patched(transformer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Linear weights replaced by `weights` ({module: weight}) for the duration."""
     saved = {}
     with torch.no_grad():
-        for module, parts in comfyui_modules(sd).items():
+        for module, weight in weights.items():
             linear = transformer.get_submodule(module)
             saved[module] = linear.weight.detach().clone()
-            linear.weight.copy_(comfyui_weight(linear.weight, parts))
+            linear.weight.copy_(weight)
     try:
         yield
     finally:

@@ -12,9 +12,7 @@ from ltx.loading import load_components
 from ltx.lora import (
     adapter_kind,
     adapter_metadata,
-    adapter_state_dict,
     add_lora,
-    comfyui_adapter,
     count_lora_parameters,
 )
 from stagekit.errors import UserError
@@ -57,13 +55,14 @@ def test_unknown_kind_is_a_user_error(model_dir) -> None:
     ("kind", "rank"), [("dora", 4), ("lokr", 4), ("lokr", 1)]
 )  # lokr rank 1: w2 decomposed into w2_a @ w2_b (an `alpha` key); rank 4: full w2 (folded)
 def test_comfyui_layout_merges_to_what_peft_computes(model_dir, kind, rank) -> None:
+    """By ComfyUI's arithmetic (ltx.comfyui_math); every cell: test_exports_consumers.py."""
+    from ltx.consumer_files import consumer_state
     from trainer.export import comfyui_merged
 
     transformer = _adapted(model_dir, kind, rank=rank)
     _randomize(transformer)
     expected = _forward(transformer)[0]
-    sd = adapter_state_dict(transformer)
-    comfy = comfyui_adapter(sd, kind, 8.0, rank)
+    comfy = consumer_state(transformer, "comfyui")
     assert all(k.startswith("diffusion_model.") for k in comfy)
     if kind == "lokr":
         decomposed = any(k.endswith("lokr_w2_a") for k in comfy)
@@ -83,8 +82,8 @@ def test_every_exported_file_loads_through_diffusers_with_load_adapter_file(
     model_dir, tmp_path, kind, rank
 ) -> None:
     """What evaluation and `ltx.sampling.generate(adapter=…)` do: `load_adapter_file` →
-    `pipe.load_lora_weights`. LoKr arrives as its exactly equal LoRA, DoRA's ComfyUI
-    `dora_scale` as PEFT's magnitude."""
+    `pipe.load_lora_weights`. LoKr arrives as its exactly equal LoRA; a ComfyUI DoRA, whose
+    `dora_scale` follows ComfyUI's normalisation, is refused with the file to use instead."""
     from ltx.loading import load_pipeline
     from ltx.lora import load_adapter_file
     from trainer.export import export_adapter
@@ -95,6 +94,10 @@ def test_every_exported_file_loads_through_diffusers_with_load_adapter_file(
     files = export_adapter(transformer, tmp_path, {"run_id": "x"})
     pipe = load_pipeline(model_dir)
     for f in files:
+        if kind == "dora" and f.name == "comfyui.safetensors":
+            with pytest.raises(UserError, match="load the diffusers export"):
+                load_adapter_file(f)
+            continue
         sd = load_adapter_file(f)
         if kind == "lokr":
             assert all(".lora_A." in k or ".lora_B." in k for k in sd)
