@@ -22,6 +22,7 @@ from curation import dedupe
 from curation.buckets import area, cover_box, nearest_bucket, resolve_buckets, upscale_needed
 from curation.card import DatasetCard
 from curation.config import CurationConfig
+from curation.decode import truncated_detail
 from curation.ingest import STILL_SUFFIXES, VIDEO_SUFFIXES, classify, list_inputs
 from curation.probe import ProbeFailure, ProbeResult, probe, probe_still
 from curation.segment import Damaged, Plan, segment_dict, segment_source
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 # Bump when the algorithm changes what a curated clip holds: old outputs then re-curate.
-CURATE_VERSION = 3
+CURATE_VERSION = 4
 MANIFEST_SCHEMA = 2
 SOURCES_FILE = "sources.jsonl"  # per-source results before dedupe: what a rerun reuses
 
@@ -270,6 +271,10 @@ def _plan(
 ) -> Plan | tuple[str, str]:
     """The bucket and crop for a source, or (reason, detail) when it is too short or small."""
     need = (cfg.frames - 0.5) / cfg.fps
+    cut = info.truncated_at
+    if not info.still and cut is not None and cut < need:
+        short = f"too short for one clip ({cfg.frames / cfg.fps:.2f} s)"
+        return "truncated", truncated_detail(cut, info.duration_s, short)
     if not info.still and info.duration_s < need:
         return (
             "too_short",
@@ -519,6 +524,8 @@ def _row(
     info, plan = result["probe"], result["plan"]
     (bw, bh), frames, fps = plan["bucket"], plan["frames"], plan["fps"]
     discarded = _discarded(info, plan, len(kept))
+    repairs = seg.get("repairs", [])
+    sound = info["has_audio"] and not any(r["what"] == "audio" for r in repairs)
     return {
         "schema": MANIFEST_SCHEMA,
         "id": seg["clip_id"],
@@ -535,9 +542,9 @@ def _row(
         "height": bh,
         "codec": "h264",
         "still": info["still"],
-        "has_audio": info["has_audio"],
-        "audio_sample_rate": cfg.audio_sample_rate if info["has_audio"] else None,
-        "audio_channels": cfg.audio_channels if info["has_audio"] else None,
+        "has_audio": sound,
+        "audio_sample_rate": cfg.audio_sample_rate if sound else None,
+        "audio_channels": cfg.audio_channels if sound else None,
         "bucket": [bw, bh, frames],
         "split": None,
         "crop_box": [round(v, 2) for v in plan["box"]],
@@ -549,9 +556,11 @@ def _row(
         "phash": seg["phash"],
         "source_size": list(info["display_size"]),
         "source_fps": round(info["fps"], 4),
+        "source_effective_fps": info.get("effective_fps") or round(info["fps"], 4),
         "source_duration_s": round(info["duration_s"], 4),
         "source_vfr": info["vfr"],
         "source_rotation": info["rotation"],
+        "repairs": repairs,
     }
 
 

@@ -87,7 +87,7 @@ def reference_hashes(
         frames = container.decode(container.streams.video[0])
         last = None
         for _, frame, _ in time_slots(frames, fps, info.fps or fps):
-            if frame is not last:
+            if frame is not None and frame is not last:
                 out.append(signature(convert(frame)))
                 last = frame
     return out

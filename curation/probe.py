@@ -9,6 +9,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from curation.decode import DecodeLog, truncated_detail, video_frames
 from stagekit.hashing import sha256_file
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in display pixels
@@ -38,6 +39,10 @@ class ProbeResult:
     audio_sample_rate: int | None
     audio_channels: int | None
     vfr: bool = False  # frame intervals vary (phones, screen recordings)
+    # Stored frames per second of timeline: below `fps` when the container repeats frames
+    # (AVI "dropped" entries) or the rate varies.
+    effective_fps: float = 0.0
+    truncated_at: float | None = None  # the file is cut: video readable up to here (seconds)
     still: bool = False
     content_box: Box | None = None  # the picture inside letterbox/pillarbox bars, display pixels
 
@@ -50,7 +55,7 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ProbeFailure:
-    """A file with no usable picture. `reason`: undecodable, no_video_stream."""
+    """A file with no usable picture. `reason`: undecodable, truncated, no_video_stream."""
 
     path: Path
     sha256: str
@@ -102,14 +107,19 @@ def _inspect(
     if not container.streams.video:
         return ProbeFailure(path, sha, "no_video_stream", "the file has no video stream")
     stream = container.streams.video[0]
-    first = next(container.decode(stream), None)
-    if first is None:
-        return ProbeFailure(path, sha, "undecodable", "no video frame could be decoded")
-    counted, vfr = _frame_times(path)
-    frames = stream.frames or counted
+    log = DecodeLog()
+    first = next((f for f in video_frames(container, stream, log) if f is not None), None)
+    scan = _scan_packets(path)
     fps = float(stream.average_rate or stream.guessed_rate or 0)
-    duration = _duration(container, stream)
+    # The listed length: an AVI's frame count includes its repeat entries (and survives a cut).
+    listed = stream.frames / fps if stream.frames and fps else 0.0
+    duration = max(_duration(container, stream), listed)
+    if first is None:
+        cut = scan.truncated_at(duration, fps, path.stat().st_size)
+        return _no_frame(path, sha, log, cut, duration)
+    frames = scan.count or stream.frames
     fps = fps or (frames / duration if duration else 0.0)
+    duration = duration or (frames / fps if fps else 0.0)
     audio = container.streams.audio[0] if container.streams.audio else None
     return ProbeResult(
         path=path,
@@ -118,15 +128,28 @@ def _inspect(
         video_codec=stream.codec_context.name,
         fps=fps,
         frames=frames,
-        duration_s=duration or (frames / fps if fps else 0.0),
+        duration_s=duration,
         width=first.width,
         height=first.height,
         rotation=round(first.rotation / 90) % 4 * 90,
         has_audio=audio is not None,
         audio_sample_rate=audio.codec_context.sample_rate if audio else None,
         audio_channels=audio.codec_context.channels if audio else None,
-        vfr=vfr,
+        vfr=scan.vfr,
+        effective_fps=round(scan.count / duration, 4) if duration else fps,
+        truncated_at=scan.truncated_at(duration, fps, path.stat().st_size),
     )
+
+
+def _no_frame(
+    path: Path, sha: str, log: DecodeLog, cut: float | None, listed_s: float
+) -> ProbeFailure:
+    """Why no picture decodes: the file is cut before one, or its video is damaged."""
+    why = log.first_error or log.stopped
+    if cut is not None:
+        detail = truncated_detail(cut, listed_s, "nothing before the cut decodes")
+        return ProbeFailure(path, sha, "truncated", detail)
+    return ProbeFailure(path, sha, "undecodable", f"no video frame could be decoded {why}".strip())
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -136,16 +159,54 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     return container.duration / av.time_base if container.duration else 0.0
 
 
-def _frame_times(path: Path) -> tuple[int, bool]:
-    """(frame count, variable rate?) from packet timestamps: demux only, no decode."""
+@dataclass(frozen=True)
+class _Scan:
+    """The video packets' facts, from a demux without decoding."""
+
+    count: int
+    vfr: bool
+    end_s: float  # end of the last readable frame (its time + one median interval)
+    stopped: bool  # the demuxer raised before a clean end
+    tail: int  # bytes of the file after the last readable packet
+    largest: int  # the largest packet's size
+
+    def truncated_at(self, listed_s: float, fps: float, size: int) -> float | None:
+        """Where a cut file stops, or None when it reads to the end it lists.
+
+        Short of the listed length alone is not enough (a complete AVI may end on repeat
+        entries): the data must also stop within about one packet of the end of the file.
+        """
+        slack = max(2 / fps if fps else 0.0, 0.02 * listed_s)
+        near_eof = self.stopped or self.tail <= max(self.largest, 4096)
+        if listed_s and self.end_s < listed_s - slack and near_eof:
+            return round(max(0.0, self.end_s), 3)
+        return None
+
+
+def _scan_packets(path: Path) -> _Scan:
+    pts: list[float] = []
+    stopped, end_pos, largest = False, 0, 0
     with av.open(str(path)) as container:
-        pts = sorted(p.pts for p in container.demux(video=0) if p.size and p.pts is not None)
-    if len(pts) < 3:
-        return len(pts), False
-    steps = np.diff(np.asarray(pts, np.float64))
-    median = float(np.median(steps))
-    vfr = median > 0 and float(np.max(np.abs(steps - median))) > _VFR_TOLERANCE * median
-    return len(pts), bool(vfr)
+        packets = container.demux(video=0)
+        while True:
+            try:
+                p = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError:
+                stopped = True
+                break
+            if p.size and p.pts is not None and p.time_base is not None:
+                pts.append(float(p.pts * p.time_base))
+                end_pos, largest = max(end_pos, (p.pos or 0) + p.size), max(largest, p.size)
+    pts.sort()
+    steps = np.diff(np.asarray(pts, np.float64)) if len(pts) > 1 else np.zeros(0)
+    median = float(np.median(steps)) if steps.size else 0.0
+    vfr = len(pts) >= 3 and median > 0
+    vfr = vfr and float(np.max(np.abs(steps - median))) > _VFR_TOLERANCE * median
+    end = pts[-1] - pts[0] + median if pts else 0.0
+    tail = path.stat().st_size - end_pos
+    return _Scan(len(pts), bool(vfr), end, stopped, tail, largest)
 
 
 def find_letterbox(path: Path, rotation: int, luma: float) -> Box | None:

@@ -18,14 +18,16 @@ from PIL import Image, ImageOps
 
 from curation.buckets import Box
 from curation.config import CurationConfig
-from curation.media import AudioCursor, write_clip
+from curation.decode import AudioCursor, DecodeLog, one_line, truncated_detail, video_frames
+from curation.media import write_clip
 from curation.probe import ProbeResult
 from curation.quality import FrameStats, frame_stats, hist_distance, motion, sharpness, signature
 
 # Frame times are floats from integer pts; this absorbs their rounding.
 _EPS = 1e-6
-# Decoded frames this far below the container's count mean the file was cut short.
-_TRUNCATED_SLACK = 0.02
+# A slot showing a stored frame this many source periods after its time is a repeat the
+# container asked for (AVI "dropped" entries), not a frame of its own.
+_HELD_PERIODS = 1.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Segment:
     detail: str = ""
     clip_id: str | None = None
     phash: list[str] = field(default_factory=list)
+    repairs: list[dict[str, str]] = field(default_factory=list)  # what the clip lost or holds
 
 
 class Damaged(Exception):
@@ -70,43 +73,59 @@ def segment_source(
 ) -> list[Segment]:
     """Every segment of `info`'s file, kept ones written to `clips_dir/<id>.mp4`.
 
-    Raises `Damaged` (after deleting what it wrote) when the file turns out truncated.
+    Damaged video spans and a cut tail become segment records; raises `Damaged` (after
+    deleting what it wrote) only when no clip at all could be kept from a damaged file.
     """
     if info.still:
         return [_still_segment(info, plan, cfg, clips_dir, name)]
     cutter = _Cutter(info, plan, cfg, clips_dir, name)
     try:
-        decoded = cutter.run()
+        cutter.run()
     except (av.FFmpegError, OSError, EOFError) as e:
         cutter.discard()
-        reason = "truncated" if cutter.decoded else "undecodable"
-        raise Damaged(reason, f"decoding stopped after {cutter.decoded} frames: {e}") from e
-    if decoded < info.frames * (1 - _TRUNCATED_SLACK) - 1:
+        raise Damaged("undecodable", f"the video cannot be read: {one_line(e)}") from e
+    if cutter.t0 is None:
+        why = cutter.log.first_error or cutter.log.stopped or "no frame"
+        raise Damaged("undecodable", f"no video frame decodes: {why}")
+    kept = any(s.reason is None for s in cutter.segments)
+    cut = cutter.cut_at()
+    if cut is not None and not kept:
         cutter.discard()
-        raise Damaged(
-            "truncated", f"decoded {decoded} of the {info.frames} frames the container lists"
-        )
+        detail = truncated_detail(cut, info.duration_s, "no whole clip before the cut")
+        raise Damaged("truncated", detail)
+    if cut is not None:
+        tail = Segment(cutter.scene, len(cutter.segments), -1, cut, round(info.duration_s, 6), {})
+        tail.reason = "truncated"
+        tail.detail = truncated_detail(cut, info.duration_s, "the clips before the cut are kept")
+        cutter.segments.append(tail)
     return cutter.segments
 
 
 def time_slots(
-    frames: Iterable[av.VideoFrame], fps: float, src_fps: float
-) -> Iterator[tuple[int, av.VideoFrame, float]]:
-    """(slot n, the source frame on screen at slot time, that time in source seconds).
+    frames: Iterable[av.VideoFrame | None], fps: float, src_fps: float
+) -> Iterator[tuple[int, av.VideoFrame | None, float]]:
+    """(slot n, the source frame on screen at slot time or None where damage hid it, that time
+    in source seconds).
 
     Slot n is at t0 + n/fps: a constant-rate grid over a constant- or variable-rate source.
+    A stored frame stays on screen until the next one (repeat-frame containers rely on it);
+    after a damaged stretch (a None in `frames`) only for one source period.
     """
     held: av.VideoFrame | None = None
     held_t = t0 = 0.0
-    n = 0
+    n, gap = 0, False
     for i, frame in enumerate(frames):
+        if frame is None:
+            gap = True
+            continue
         t = frame.time if frame.time is not None else i / src_fps
         if held is None:
             t0 = t
+        shown_until = held_t + 1 / src_fps if gap else math.inf
         while held is not None and n / fps < t - t0 - _EPS:
-            yield n, held, t0 + n / fps
+            yield n, (held if n / fps < shown_until - _EPS else None), t0 + n / fps
             n += 1
-        held, held_t = frame, t - t0
+        held, held_t, gap = frame, t - t0, False
     # Past the last frame: it stays on screen for one source frame period.
     while held is not None and n / fps < held_t + 1 / src_fps - _EPS:
         yield n, held, t0 + n / fps
@@ -162,37 +181,54 @@ class _Cutter:
         self.info, self.plan, self.cfg, self.clips_dir, self.name = info, plan, cfg, clips_dir, name
         self.convert = frame_converter(info, plan)
         self.segments: list[Segment] = []
-        self.decoded = 0
+        self.log = DecodeLog()
+        self.t0: float | None = None  # source time of the first good frame
         self.scene = 0
         self.scene_start = 0
         self._last = -1
         self._frame: av.VideoFrame | None = None
         self._arr: np.ndarray | None = None
         self._stats: FrameStats | None = None
+        self._damage: Segment | None = None  # the damaged-span record still growing
         self._reset()
         self._audio: AudioCursor | None = None
+        self._audio_error = ""
 
-    def run(self) -> int:
-        """Decode the file once; returns how many source frames were decoded."""
+    def run(self) -> None:
+        """Decode the file once, video and audio each from their own demuxer."""
         sc = self.cfg.scenes
         self._limit = math.inf if sc.max_scene_s is None else round(sc.max_scene_s * self.plan.fps)
+        self._src_fps = self.info.fps or self.plan.fps
         if self.info.has_audio:
-            self._audio = AudioCursor(
-                self.info.path, self.cfg.audio_sample_rate, self.cfg.audio_channels
-            )
+            self._open_audio()
         try:
             with av.open(str(self.info.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"  # frame threads: the decode is most of the cost
-                frames = self._count(container.decode(stream))
-                src_fps = self.info.fps or self.plan.fps
-                for slot, frame, t in time_slots(frames, self.plan.fps, src_fps):
+                frames = video_frames(container, stream, self.log)
+                for slot, frame, t in time_slots(frames, self.plan.fps, self._src_fps):
                     self._add(slot, frame, t)
             self._end_scene(None)
         finally:
             if self._audio is not None:
                 self._audio.close()
-        return self.decoded
+
+    def cut_at(self) -> float | None:
+        """Where the video stops, when the file is cut short (seconds from its first frame)."""
+        if self.info.truncated_at is not None:
+            return self.info.truncated_at
+        if self.t0 is None or self.log.end_s is None or not self.log.stopped:
+            return None
+        end, listed = self.log.end_s - self.t0, self.info.duration_s
+        return round(end, 3) if end < listed - max(2 / self._src_fps, 0.02 * listed) else None
+
+    def _open_audio(self) -> None:
+        """A stream that cannot even be opened costs the audio, never the video."""
+        rate, channels = self.cfg.audio_sample_rate, self.cfg.audio_channels
+        try:
+            self._audio = AudioCursor(self.info.path, rate, channels)
+        except (av.FFmpegError, OSError, EOFError, ValueError) as e:
+            self._audio_error = one_line(e)
 
     def discard(self) -> None:
         for seg in self.segments:
@@ -200,19 +236,21 @@ class _Cutter:
                 (self.clips_dir / f"{seg.clip_id}.mp4").unlink(missing_ok=True)
         self.segments = []
 
-    def _count(self, frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        for frame in frames:
-            self.decoded += 1
-            yield frame
-
     def _reset(self) -> None:
         self._buf: list[np.ndarray] = []
         self._lumas: list[float] = []
         self._motions: list[float] = []
         self._start: tuple[int, float] = (0, 0.0)
+        self._held = 0  # slots showing a repeat the container asked for
 
-    def _add(self, slot: int, frame: av.VideoFrame, t: float) -> None:
+    def _add(self, slot: int, frame: av.VideoFrame | None, t: float) -> None:
         self._last = slot
+        if frame is None:
+            self._damaged(slot, t)
+            return
+        self._damage = None
+        if self.t0 is None:
+            self.t0 = t
         if frame is not self._frame:
             arr = self.convert(frame)
             stats = frame_stats(arr)
@@ -231,8 +269,25 @@ class _Cutter:
             self._start = (slot, t)
         self._buf.append(self._arr)
         self._lumas.append(self._stats.luma)
+        if frame.time is not None and t - frame.time > _HELD_PERIODS / self._src_fps:
+            self._held += 1
         if len(self._buf) == self.plan.frames:
             self._emit()
+
+    def _damaged(self, slot: int, t: float) -> None:
+        """A slot with no trustworthy picture: the partial segment around it is dropped."""
+        if self._damage is None:
+            start = self._start[1] if self._buf else t
+            self._damage = Segment(self.scene, len(self.segments), slot, round(start, 6), 0.0, {})
+            self._damage.reason = "damaged_video"
+            self.segments.append(self._damage)
+            self._reset()
+        seg = self._damage
+        seg.end_s = round(t + 1 / self.plan.fps, 6)
+        seg.detail = (
+            f"video at {seg.start_s:.2f}-{seg.end_s:.2f} s is damaged ({self.log.first_error}); "
+            "that span is dropped, the rest of the file is kept"
+        )
 
     def _scene_clips(self) -> int:
         return sum(s.scene == self.scene for s in self.segments)
@@ -268,12 +323,43 @@ class _Cutter:
         if verdict is not None:
             seg.reason, seg.detail = verdict
         else:
-            audio = self._audio.take(t, seconds) if self._audio is not None else None
+            audio, seg.repairs = self._take_audio(t, seconds)
+            if self._held:
+                seg.repairs.append(_held_note(self._held, len(self._buf)))
             seg.clip_id = self.name(slot)
             _write(self.clips_dir / f"{seg.clip_id}.mp4", self._buf, audio, self.cfg)
             seg.phash = [signature(p) for p in picks]
         self.segments.append(seg)
         self._reset()
+
+    def _take_audio(self, t: float, seconds: float) -> tuple[np.ndarray | None, list[dict]]:
+        """The clip's audio, or None and why when damage touches its window."""
+        if not self.info.has_audio:
+            return None, []
+        if self._audio is not None:
+            try:
+                samples = self._audio.take(t, seconds)
+            except (av.FFmpegError, ValueError) as e:  # the resampler gave up: no more audio
+                self._audio.close()
+                self._audio, self._audio_error = None, one_line(e)
+            else:
+                spans = self._audio.damaged(t, t + seconds)
+                if not spans:
+                    return samples, []
+                where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in spans)
+                why = f"damaged audio at {where} ({self._audio.log.first_error})"
+                return None, [{"what": "audio", "action": "dropped", "detail": why}]
+        why = f"the audio stream cannot be decoded ({self._audio_error})"
+        return None, [{"what": "audio", "action": "dropped", "detail": why}]
+
+
+def _held_note(held: int, frames: int) -> dict[str, str]:
+    return {
+        "what": "video",
+        "action": "held",
+        "detail": f"{held} of {frames} frames repeat the previous stored frame, as the "
+        "container's timestamps ask (repeat-frame entries)",
+    }
 
 
 def _still_segment(
