@@ -36,7 +36,9 @@ def format_registration(reg: Registration, info: dict[str, Any]) -> str:
     if reg.created:
         head = f"registered {reg.name} version {reg.version}"
     else:
-        head = f"{reg.name} version {reg.version} already holds this adapter: nothing registered"
+        head = reg.message or (
+            f"{reg.name} version {reg.version} already holds this adapter: nothing registered"
+        )
     aliases = ", ".join(info.get("aliases", [])) or "none"
     scores = {k[len("score.") :]: v for k, v in sorted(tags.items()) if k.startswith("score.")}
     lines = [

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.digest import clone
+from registry.duplicate import duplicate_message
 from registry.inputs import (
     ADAPTER_DIR,
     ADAPTER_FILE,
@@ -31,6 +32,7 @@ from registry.inputs import (
     load_train,
 )
 from registry.names import check_alias, split_model_name
+from registry.scan import check_adapter
 from registry.store import client_workspace, ensure_experiment
 from stagekit.hashing import sha256_json
 
@@ -66,6 +68,7 @@ class Registration:
     run_id: str
     adapter_sha256: str
     created: bool
+    message: str = ""  # why nothing was registered (a duplicate), for the CLI and the log
 
 
 def register_adapter(
@@ -79,10 +82,14 @@ def register_adapter(
     dataset_card: dict[str, Any] | None = None,
 ) -> Registration:
     """File `train_dir`'s adapter as a new version of `name` (`<client>.<adapter>`) and point
-    `alias` at it; if a version already holds an adapter with the same sha256, return that one."""
+    `alias` at it. An adapter that fails the tensor scan (registry.scan) is refused before
+    anything is written; one whose sha256 a version already holds (the same weights and header
+    lineage) is refused as a duplicate: that version comes back with `created=False` and a
+    `message` naming it, so re-running a pipeline stays a no-op."""
     client_slug = split_model_name(name)[0]
     check_alias(alias)
     train = load_train(Path(train_dir))
+    check_adapter(train.adapter_files)  # NaN / Inf / all-zero / below noise: refused here
     evaluation = load_eval(Path(eval_dir) if eval_dir is not None else None)
     manifest = file_manifest(
         train.adapter_files, train.recorded_digests(), train.dir / TRAIN_RECORD
@@ -91,7 +98,9 @@ def register_adapter(
     with client_workspace(client, client_slug):
         existing = find_version(client, name, sha)
         if existing is not None:
-            return existing_registration(client, name, existing, alias, sha)
+            reg = existing_registration(client, name, existing, alias, sha, train)
+            log.warning("%s", reg.message)
+            return reg
         return _register_new(
             client, name, alias, experiment, train, evaluation, manifest, dataset_card
         )
@@ -216,12 +225,19 @@ def find_version(client: MlflowClient, name: str, adapter_sha256: str) -> str | 
 
 
 def existing_registration(
-    client: MlflowClient, name: str, version: str, alias: str, sha: str
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    sha: str,
+    train: TrainRun | None = None,
 ) -> Registration:
-    """The Registration of a version made earlier; nothing is changed."""
+    """The Registration of a version made earlier, refused as a duplicate; nothing is changed."""
     mv = client.get_model_version(name, version)  # search results carry no aliases
     held = alias if alias in (mv.aliases or []) else None
-    return Registration(name, int(mv.version), held, mv.run_id, sha, created=False)
+    lineage = train.record.lineage if train is not None else None
+    message = duplicate_message(name, mv, sha, lineage, LINEAGE_TAGS)
+    return Registration(name, int(mv.version), held, mv.run_id, sha, False, message)
 
 
 def version_tags(

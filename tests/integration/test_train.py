@@ -61,20 +61,22 @@ def test_same_seed_gives_the_same_adapter(trained, cache_dir, model_path, tmp_pa
 
 
 def test_both_layouts_hold_the_same_trained_weights(trained: Path) -> None:
-    from ltx.lora import load_adapter_file
+    from ltx.lora import fold_alpha, load_adapter_file
     from ltx.lora_keys import from_comfyui
 
     diffusers = load_file(trained / "adapter/adapter.safetensors")
     comfy = load_file(trained / "adapter/comfyui.safetensors")
     assert all(k.startswith("transformer.") for k in diffusers)
     assert all(k.startswith("diffusion_model.") for k in comfy)
-    # alpha 8 ≠ rank 4: ComfyUI carries .alpha keys; diffusers (which rejects them) a header
+    # alpha 8 ≠ rank 4: ComfyUI carries .alpha keys; diffusers (which rejects them) has
+    # alpha / rank folded into lora_B (docs/exports.md)
     assert not any(k.endswith(".alpha") for k in diffusers)
     restored = from_comfyui(comfy)
     alphas = {k: v for k, v in restored.items() if k.endswith(".alpha")}
     assert alphas and all(v.item() == 8.0 for v in alphas.values())
     assert {k: v for k, v in restored.items() if k not in alphas}.keys() == diffusers.keys()
-    assert all(torch.equal(restored[k], v) for k, v in diffusers.items())
+    folded = fold_alpha(restored)
+    assert all(torch.allclose(folded[k], v, rtol=1e-6, atol=0) for k, v in diffusers.items())
     a, b = (
         load_adapter_file(trained / "adapter" / f)
         for f in ("adapter.safetensors", "comfyui.safetensors")
@@ -91,6 +93,7 @@ def test_metadata_header_names_lineage_and_settings(trained: Path) -> None:
         assert meta["base_model_hash"] == "b" * 64 and meta["dataset_hash"] == "d" * 64
         assert (meta["rank"], meta["alpha"], meta["trigger"]) == ("4", "8.0", "zorblat")
         assert meta["format"] in {"diffusers", "comfyui"}
+        assert meta["consumer"] in {"diffusers", "comfyui"} and meta["verified_by"]
 
 
 def test_exported_adapter_changes_what_the_pipeline_renders(trained, model_path) -> None:

@@ -46,7 +46,10 @@ CARD = {
 def make_train_dir(root: Path, seed: int = 0, steps: int = 5) -> Path:
     """A trainer output folder: two adapter layouts, train.json, metrics.jsonl, config.yaml."""
     rng = np.random.default_rng(seed)
-    lora = {"lora_A.weight": rng.standard_normal((4, 16)), "lora_B.weight": np.zeros((16, 4))}
+    lora = {
+        "lora_A.weight": rng.standard_normal((4, 16)),
+        "lora_B.weight": rng.standard_normal((16, 4)) * 0.01,  # trained: not all zero (scan)
+    }
     adapter = root / "adapter"
     adapter.mkdir(parents=True)
     meta = {"base_model": LINEAGE["base_model"], "rank": "4"}
@@ -198,6 +201,9 @@ def test_registering_again_returns_the_same_version_and_creates_nothing(client, 
 
     assert again.created is False
     assert (again.version, again.run_id, again.alias) == (first.version, first.run_id, "candidate")
+    assert again.message.startswith(f"refused as a duplicate: {NAME} version 1 (candidate)")
+    assert "same weights and lineage" in again.message and "nothing registered" in again.message
+    assert format_registration(again, {}).splitlines()[0] == again.message
     assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
     exp = client.get_experiment_by_name("ltx-lora")
     assert len(client.search_runs([exp.experiment_id])) == 1
