@@ -39,7 +39,9 @@ examples:
   ltx-lora registry promote acme.mascot 3
   ltx-lora registry promote acme.mascot 4 --force --reason "client sign-off, ticket 812"
   ltx-lora registry rollback acme.mascot --reason "flicker in delivery renders"
-  ltx-lora pull acme.mascot@champion --format comfyui --to ComfyUI/models/loras
+  ltx-lora pull acme.mascot@champion --for comfyui --to ComfyUI/models/loras
+  ltx-lora pull acme.mascot@champion --for ltx-pipelines --to loras/
+  ltx-lora pull acme.mascot@champion --for diffusers --to adapters/mascot/
 """
 
 
@@ -66,7 +68,14 @@ def add_parsers(verbs: Any) -> None:
     )
     _backend_flags(pull)
     pull.add_argument("ref", metavar="NAME@ALIAS|VERSION", help="e.g. acme.mascot@champion")
-    pull.add_argument("--format", required=True, choices=["comfyui", "diffusers"])
+    pull.add_argument(
+        "--for",
+        "--format",  # its old name
+        dest="consumer",
+        required=True,
+        choices=["comfyui", "ltx-pipelines", "diffusers"],
+        help="the consumer: each gets its own file (docs/exports.md)",
+    )
     pull.add_argument("--to", required=True, type=Path, metavar="DIR")
     pull.add_argument("--ema", action="store_true", help="the EMA weights, if trained with EMA")
     pull.set_defaults(registry_handler=_pull)
@@ -343,7 +352,7 @@ def _pull(args: argparse.Namespace) -> int:
     from registry.read import parse_ref
 
     name, ref = parse_ref(args.ref)
-    got = pull(open_registry(args), name, ref, args.format, args.to, ema=args.ema)
+    got = pull(open_registry(args), name, ref, args.consumer, args.to, ema=args.ema)
     if args.json:
         return _print_json({k: str(v) for k, v in got.__dict__.items()})
     print(f"pulled {got.name} version {got.version} ({got.format}) → {got.path}")

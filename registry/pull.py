@@ -7,6 +7,7 @@ pull in the same place stays as it was. Needs nothing but `mlflow-skinny` (no to
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -29,11 +30,14 @@ from stagekit.hashing import sha256_file
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-# Registered file → the name a consumer finds it under. diffusers' `load_lora_weights(DIR)`
-# looks for pytorch_lora_weights.safetensors; ComfyUI lists every file of its loras folder,
-# so that one is named for the model.
-FORMATS = {"diffusers": "adapter", "comfyui": "comfyui"}
+# Consumer → the stem of its registered file (ltx.exports.FILE_STEMS; the registry imports no
+# ltx, tests/unit/test_registry_pull_consumers.py keeps the two equal) and the name a pull
+# gives it. diffusers' `load_lora_weights(DIR)` looks for pytorch_lora_weights.safetensors;
+# ComfyUI lists every file of its loras folder, so that one is named for the model.
+CONSUMERS = {"comfyui": "comfyui", "ltx-pipelines": "ltx-pipelines", "diffusers": "adapter"}
+FORMATS = CONSUMERS  # the old name (`--format`)
 DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"
+EXPORTS_RECORD = "exports.json"
 
 
 @dataclass(frozen=True)
@@ -53,20 +57,25 @@ class Pulled:
 def pull(
     client: MlflowClient, name: str, ref: str, fmt: str, dest: Path, *, ema: bool = False
 ) -> Pulled:
-    """Download `name@ref`'s `fmt` file into `dest/`, verified against the version's files.json;
-    also writes `dest/<name>.pull.json` (name, version, sha256, when)."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    """Download `name@ref`'s file for consumer `fmt` (comfyui, ltx-pipelines, diffusers) into
+    `dest/`, verified against the version's files.json; a consumer the export refused is a
+    UserError with its reason. Also writes `dest/<name>.pull.json` (name, version, sha256, when)."""
+    if fmt not in CONSUMERS:
+        raise UserError(f"unknown consumer {fmt!r}: use one of {', '.join(CONSUMERS)}")
     with client_workspace(client, split_model_name(name)[0]):
         mv = fetch_version(client, name, ref)
         manifest = read_manifest(client, mv)
-        wanted = FORMATS[fmt] + ("_ema" if ema else "") + ".safetensors"
+        suffix = "_ema" if ema else ""
+        wanted = CONSUMERS[fmt] + suffix + ".safetensors"
+        _check_not_refused(client, mv, manifest, fmt, suffix)
         if wanted not in manifest:
             raise UserError(
                 f"{name} version {mv.version} has no {wanted} ({fmt}"
-                f"{', EMA' if ema else ''}): its files are {', '.join(sorted(manifest))}"
+                f"{', EMA' if ema else ''}): its files are {', '.join(sorted(manifest))}; "
+                "versions registered before per-consumer exports have no ltx-pipelines file: "
+                "retrain to make one"
             )
-        target = Path(dest) / (DIFFUSERS_NAME if fmt == "diffusers" else f"{name}.safetensors")
+        target = Path(dest) / _target_name(name, fmt)
         entry = manifest[wanted]
         _download_verified(client, mv, wanted, entry, target)
     record = Path(dest) / f"{name}.pull.json"
@@ -76,6 +85,31 @@ def pull(
     info = asdict(pulled) | {"path": str(target), "record": str(record), "ref": ref}
     write_json(record, info | {"pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return pulled
+
+
+def _target_name(name: str, consumer: str) -> str:
+    if consumer == "diffusers":
+        return DIFFUSERS_NAME
+    return f"{name}.safetensors" if consumer == "comfyui" else f"{name}.{consumer}.safetensors"
+
+
+def _check_not_refused(
+    client: MlflowClient, mv: Any, manifest: dict[str, Any], consumer: str, suffix: str
+) -> None:
+    """A UserError with the export's own reason when training refused this consumer a file
+    (`exports.json`: e.g. a DoRA for ltx-pipelines, which would drop its magnitude)."""
+    record_name = EXPORTS_RECORD.replace(".json", f"{suffix}.json")
+    if record_name not in manifest:
+        return  # registered before per-consumer exports
+    tmp = Path(tempfile.mkdtemp(prefix=".exports.", suffix=".pull"))
+    try:
+        local, digest = _fetch(client, mv, f"{ADAPTER_DIR}/{record_name}", tmp)
+        verify_file(local, manifest[record_name], f"{mv.name} version {mv.version}", digest, False)
+        cell = json.loads(local.read_text(encoding="utf-8"))["consumers"].get(consumer, {})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if cell.get("outcome") == "refused":
+        raise UserError(f"{mv.name} version {mv.version}: {cell['reason']}")
 
 
 def _download_verified(
@@ -111,9 +145,15 @@ def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> tuple[Path, st
     return local, copy_hashed(source, local)[0]
 
 
-def verify_file(path: Path, entry: dict[str, Any], label: str, digest: str | None = None) -> None:
-    """A UserError unless `path` has the registered size and sha256 (and is safetensors).
-    `digest`: the sha256 of `path` when the copy that wrote it computed it, else None."""
+def verify_file(
+    path: Path,
+    entry: dict[str, Any],
+    label: str,
+    digest: str | None = None,
+    safetensors: bool = True,
+) -> None:
+    """A UserError unless `path` has the registered size and sha256 (and is safetensors, where
+    `safetensors`). `digest`: the sha256 of `path` when the copy that wrote it computed it."""
     size = path.stat().st_size
     if size != int(entry["bytes"]):
         raise UserError(
@@ -126,4 +166,5 @@ def verify_file(path: Path, entry: dict[str, Any], label: str, digest: str | Non
             f"{label} has sha256 {digest[:12]}…, registered as {entry['sha256'][:12]}…: the "
             "stored file was altered; nothing was written (re-register the adapter)"
         )
-    check_safetensors(path)
+    if safetensors:
+        check_safetensors(path)
