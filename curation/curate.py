@@ -9,7 +9,6 @@ the bucket and the media settings, so a clip's name says what it holds.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections import Counter
@@ -19,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from curation import dedupe
-from curation.buckets import area, cover_box, nearest_bucket, resolve_buckets, upscale_needed
+from curation.buckets import cover_box, nearest_bucket, resolve_buckets, upscale_needed
 from curation.card import DatasetCard
 from curation.config import CurationConfig
 from curation.decode import truncated_detail
 from curation.ingest import STILL_SUFFIXES, VIDEO_SUFFIXES, classify, list_inputs
+from curation.outcomes import kept_segments, outcomes, quarantine_row
 from curation.probe import ProbeFailure, ProbeResult, probe, probe_still
 from curation.segment import Damaged, Plan, segment_dict, segment_source
+from curation.split import Split, guard_quarantine, split_dataset
 from ltx.buckets import BucketRules
 from stagekit.files import atomic_dir, read_jsonl, write_jsonl
 from stagekit.hashing import sha256_file, sha256_json
@@ -34,7 +35,6 @@ from stagekit.stage import load_record, save_record
 __all__ = [
     "STILL_SUFFIXES",
     "VIDEO_SUFFIXES",
-    "assign_splits",
     "check_buckets",
     "curate",
     "format_summary",
@@ -44,7 +44,6 @@ __all__ = [
 
 # Bump when the algorithm changes what a curated clip holds: old outputs then re-curate.
 CURATE_VERSION = 4
-MANIFEST_SCHEMA = 2
 SOURCES_FILE = "sources.jsonl"  # per-source results before dedupe: what a rerun reuses
 
 
@@ -92,6 +91,7 @@ SUMMARY_KEYS = (
     "splits",
     "quarantined",
     "segments_dropped",
+    "split",
 )
 
 
@@ -128,17 +128,6 @@ def list_inputs_quiet(root: Path) -> list[Path]:
     return sorted(out)
 
 
-def assign_splits(rows: list[dict], fraction: float, seed: int) -> list[dict]:
-    """Split by source file (a source's clips share a split), deterministic by `seed`.
-
-    Sources rank by a seeded hash of their path: adding one moves at most one other source.
-    """
-    sources = sorted({r["source"] for r in rows}, key=lambda s: sha256_json([seed, s]))
-    n_val = min(math.floor(len(sources) * fraction + 0.5), max(0, len(sources) - 1))
-    validation = set(sources[:n_val])
-    return [{**r, "split": "validation" if r["source"] in validation else "train"} for r in rows]
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """A small plain-text table: inputs, clips per split, quarantined files and segments."""
     n_sources = summary.get("sources_curated", "")
@@ -155,11 +144,25 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [("reused", summary["reused"])] if summary.get("reused") else []  # not re-encoded
     width = max(len(label) for label, _ in lines) + 2
     text = "\n".join(f"{label:<{width}}{n!s:>5}" for label, n in lines)
+    text += split_line(summary.get("split"))
     if summary.get("skipped"):
         text += "\n(up to date: nothing re-curated)"
     if summary["curated"] == 0:
         text += "\nno clip survived curation: see quarantine.jsonl for why"
     return "curate\n" + text
+
+
+def split_line(report: dict[str, Any] | None) -> str:
+    """The achieved validation share, and the warning when it misses the target's margin."""
+    if not report:
+        return ""
+    text = (
+        f"\nvalidation share {report['clips_share']:.1%} of clips, "
+        f"{report['duration_share']:.1%} of duration (target {report['target']:.1%})"
+    )
+    if report["split_sources"]:
+        text += f"; split inside {', '.join(report['split_sources'])}"
+    return text + (f"\nwarning: {report['warning']}" if report["warning"] else "")
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -193,16 +196,29 @@ def _curate_into(
     write_jsonl(out / SOURCES_FILE, [results[s] for s in sorted(results)])
     ref_hashes = _reference_hashes(refs, cfg, buckets)
     _drop_duplicates_and_leaks(results, ref_hashes, cfg, out / "clips")
-    rows, dropped = _outcomes(probed, results, cfg)
-    rows = assign_splits(rows, cfg.validation_fraction, cfg.split_seed)
+    rows, dropped = outcomes(probed, results, cfg)
+    split = _split(rows, dropped, cfg, out)
+    rows = split.rows
     write_jsonl(out / "manifest.jsonl", rows)
     write_jsonl(out / "quarantine.jsonl", dropped)
-    reused = sum(len(_kept(r)) for r in results.values() if r["reused"])
-    summary = _summary(len(inputs), rows, dropped, reused)
+    reused = sum(len(kept_segments(r)) for r in results.values() if r["reused"])
+    summary = {**_summary(len(inputs), rows, dropped, reused), "split": split.report}
     from curation.report import write_report
 
     write_report(out, rows, dropped, summary)
     return summary
+
+
+def _split(rows: list[dict], dropped: list[dict], cfg: CurationConfig, out: Path) -> Split:
+    """Assign splits; clips the split's guard drops are deleted and quarantined."""
+    distance = cfg.filters.dedupe_distance
+    split = split_dataset(rows, cfg.validation_fraction, cfg.split_seed, distance)
+    for row in split.guarded:
+        (out / row["path"]).unlink(missing_ok=True)
+        reason, detail = guard_quarantine(row)
+        span = (row["start_s"], row["end_s"])
+        dropped.append(quarantine_row(row["source"], row["source_sha256"], reason, detail, span))
+    return split
 
 
 def _map(
@@ -438,11 +454,13 @@ def _drop_duplicates_and_leaks(
     f = cfg.filters
     # The copy with the most source pixels is kept (then the first path): the best master.
     order = sorted(results, key=lambda src: (-_pixels(results[src]), src))
-    items = [(s["clip_id"], src, s["phash"]) for src in order for s in _kept(results[src])]
+    items = [(s["clip_id"], src, s["phash"]) for src in order for s in kept_segments(results[src])]
     dupes = dedupe.near_duplicates(items, f.dedupe_distance) if f.dedupe else {}
-    where = {s["clip_id"]: (src, s["start_s"]) for src in results for s in _kept(results[src])}
+    where = {
+        s["clip_id"]: (src, s["start_s"]) for src in results for s in kept_segments(results[src])
+    }
     for source in sorted(results):
-        for seg in _kept(results[source]):
+        for seg in kept_segments(results[source]):
             if seg["clip_id"] in dupes:
                 other = where[dupes[seg["clip_id"]]]
                 reason, detail = "near_duplicate", f"looks like {other[0]} at {other[1]:.2f} s"
@@ -457,127 +475,6 @@ def _drop_duplicates_and_leaks(
 def _pixels(result: dict[str, Any]) -> int:
     w, h = result["probe"]["display_size"]
     return int(w * h)
-
-
-def _kept(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in result["segments"] if s["reason"] is None]
-
-
-def _outcomes(
-    probed: Any, results: dict[str, dict], cfg: CurationConfig
-) -> tuple[list[dict], list[dict]]:
-    """Manifest rows and quarantine rows; each input is a manifest source xor one file row."""
-    rows: list[dict] = []
-    dropped: list[dict] = []
-    for rec in probed:
-        source, sha = rec["source"], rec["sha256"]
-        if rec["reason"] is not None or rec["duplicate_of"] is not None:
-            reason = rec["reason"] or "duplicate"
-            detail = rec["detail"] or f"same bytes as {rec['duplicate_of']}"
-            dropped.append(_quarantine(source, sha, reason, detail))
-            continue
-        result = results[source]
-        kept = _kept(result)
-        if result["reason"] is not None or not kept:
-            reason, detail = _file_verdict(result)
-            dropped.append(_quarantine(source, sha, reason, detail))
-            continue
-        rows += [_row(result, seg, kept, cfg) for seg in kept]
-        dropped += [
-            _quarantine(source, sha, s["reason"], s["detail"], (s["start_s"], s["end_s"]))
-            for s in result["segments"]
-            if s["reason"] is not None
-        ]
-    return rows, dropped
-
-
-def _file_verdict(result: dict[str, Any]) -> tuple[str, str]:
-    """Why a source gave no clip: its own failure, its segments' commonest reason, or length."""
-    if result["reason"] is not None:
-        return result["reason"], result["detail"]
-    reasons = Counter(s["reason"] for s in result["segments"])
-    if not reasons:
-        return "too_short", "no scene is as long as one clip: every scene was cut before it filled"
-    reason = reasons.most_common(1)[0][0]
-    first = next(s for s in result["segments"] if s["reason"] == reason)
-    counts = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-    return reason, f"every segment dropped ({counts}); first: {first['detail']}"
-
-
-def _quarantine(
-    source: str, sha: str | None, reason: str, detail: str, span: tuple[float, float] | None = None
-) -> dict[str, Any]:
-    return {
-        "source": source,
-        "source_sha256": sha,
-        "reason": reason,
-        "detail": detail,
-        "level": "file" if span is None else "segment",
-        "start_s": span[0] if span else None,
-        "end_s": span[1] if span else None,
-    }
-
-
-def _row(
-    result: dict[str, Any], seg: dict[str, Any], kept: list[dict], cfg: CurationConfig
-) -> dict[str, Any]:
-    info, plan = result["probe"], result["plan"]
-    (bw, bh), frames, fps = plan["bucket"], plan["frames"], plan["fps"]
-    discarded = _discarded(info, plan, len(kept))
-    repairs = seg.get("repairs", [])
-    sound = info["has_audio"] and not any(r["what"] == "audio" for r in repairs)
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "id": seg["clip_id"],
-        "path": f"clips/{seg['clip_id']}.mp4",
-        "source": result["source"],
-        "source_sha256": result["sha256"],
-        "scene": seg["scene"],
-        "segment": seg["index"],
-        "start_s": seg["start_s"],
-        "end_s": seg["end_s"],
-        "fps": fps,
-        "frames": frames,
-        "width": bw,
-        "height": bh,
-        "codec": "h264",
-        "still": info["still"],
-        "has_audio": sound,
-        "audio_sample_rate": cfg.audio_sample_rate if sound else None,
-        "audio_channels": cfg.audio_channels if sound else None,
-        "bucket": [bw, bh, frames],
-        "split": None,
-        "crop_box": [round(v, 2) for v in plan["box"]],
-        "letterboxed": info["content_box"] is not None,
-        "crop_fraction": round(discarded["letterbox"] + discarded["aspect_crop"], 4),
-        "frames_dropped_fraction": discarded["time"],
-        "discarded": discarded,
-        "quality": seg["quality"],
-        "phash": seg["phash"],
-        "source_size": list(info["display_size"]),
-        "source_fps": round(info["fps"], 4),
-        "source_effective_fps": info.get("effective_fps") or round(info["fps"], 4),
-        "source_duration_s": round(info["duration_s"], 4),
-        "source_vfr": info["vfr"],
-        "source_rotation": info["rotation"],
-        "repairs": repairs,
-    }
-
-
-def _discarded(info: dict[str, Any], plan: dict[str, Any], kept: int) -> dict[str, float]:
-    """Fractions of the source each choice threw away (see docs/datasets.md)."""
-    w, h = info["display_size"]
-    content = info["content_box"] or (0.0, 0.0, float(w), float(h))
-    box, (bw, bh) = tuple(plan["box"]), plan["bucket"]
-    kept_s = kept * plan["frames"] / plan["fps"]
-    duration = info["duration_s"]
-    return {
-        "letterbox": round(1 - area(content) / (w * h), 4),
-        "aspect_crop": round((area(content) - area(box)) / (w * h), 4),
-        "resolution": round(max(0.0, 1 - bw * bh / area(box)), 4),
-        "time": 0.0 if info["still"] else round(max(0.0, 1 - kept_s / duration), 4),
-        "fps": 0.0 if info["still"] else round(max(0.0, 1 - plan["fps"] / info["fps"]), 4),
-    }
 
 
 def _summary(n_inputs: int, rows: list[dict], dropped: list[dict], reused: int) -> dict[str, Any]:

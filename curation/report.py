@@ -30,7 +30,7 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 th{background:#f2f2f2;text-align:left}.num{text-align:right}
 .sheet{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0;width:170px;font-size:11px}figure img{max-width:160px;display:block}
-.bar{fill:#4a78c2}.axis{font-size:10px}
+.bar{fill:#4a78c2}.warning{color:#a00}.axis{font-size:10px}
 """
 
 
@@ -38,6 +38,7 @@ def write_report(out_dir: Path, rows: list[dict], dropped: list[dict], summary: 
     """Write `out_dir/report.html` from the manifest rows and quarantine rows."""
     body = [
         f"<h1>Dataset report</h1>{_summary_table(summary)}",
+        f"<h2>Train / validation split</h2>{_split_section(summary.get('split'))}",
         f"<h2>Contact sheet</h2>{_contact_sheet(out_dir, rows)}",
         f"<h2>Clips per bucket</h2>{_bucket_table(rows)}",
         f"<h2>Source durations</h2>{_histogram([_duration(r) for r in _by_source(rows)])}",
@@ -68,6 +69,26 @@ def _summary_table(summary: dict[str, Any]) -> str:
         for k, v in cells
     )
     return f'<table id="summary">{trs}</table>'
+
+
+def _split_section(report: dict[str, Any] | None) -> str:
+    """The achieved shares against the target, and the warning when they miss its margin."""
+    if not report:
+        return "<p>No split was made.</p>"
+    inside = ", ".join(report["split_sources"]) or "none (every source is whole)"
+    cells = [
+        ("target", f"{report['target']:.1%}"),
+        ("validation share of clips", f"{report['clips_share']:.1%}"),
+        ("validation share of duration", f"{report['duration_share']:.1%}"),
+        ("margin", f"{report['margin_clips']:.1%} of clips, {report['margin_duration']:.1%} of "
+         "duration"),
+        ("sources split at a boundary", inside),
+        ("clips dropped by the guard", str(report["guard_dropped"])),
+    ]  # fmt: skip
+    trs = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in cells)
+    warning = report.get("warning")
+    note = f'<p class="warning"><strong>Warning:</strong> {escape(warning)}</p>' if warning else ""
+    return f'<table id="split">{trs}</table>{note}'
 
 
 def _contact_sheet(out_dir: Path, rows: list[dict]) -> str:

@@ -13,7 +13,8 @@ import yaml
 
 from curation.card import DatasetCard, load_card
 from curation.config import CurationConfig
-from curation.curate import assign_splits, curate, format_summary
+from curation.curate import curate, format_summary
+from curation.split import split_dataset
 from curation.media import write_clip
 from curation.sample import RAW_CLIPS, generate_sample_dataset
 from ltx.buckets import BucketRules
@@ -90,6 +91,16 @@ def test_every_input_lands_exactly_once(sample_run) -> None:
         "splits": {"train": 12, "validation": 4},
         "quarantined": {"too_short": 1},
         "segments_dropped": {},
+        "split": {
+            "target": 0.2,
+            "clips_share": 0.25,  # two whole sources of eight: the closest whole sources get
+            "duration_share": 0.25,
+            "margin_clips": 0.0625,  # one clip of 16 is more than the 5-point margin
+            "margin_duration": 0.0625,
+            "split_sources": [],
+            "guard_dropped": 0,
+            "warning": None,
+        },
         "skipped": False,
     }
 
@@ -153,19 +164,31 @@ def test_splits_never_share_a_source(sample_run) -> None:
     assert train and validation and not train & validation
 
 
+def clip_rows(source: str, n: int, scenes: int = 1) -> list[dict]:
+    """`n` consecutive 17-frame clips of one source, spread evenly over `scenes` scenes."""
+    return [
+        {"source": source, "id": f"{source}{i}", "frames": 17, "fps": 24.0,
+         "scene": i * scenes // n, "start_s": i * 17 / 24, "end_s": (i + 1) * 17 / 24}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def test_split_assignment_rules() -> None:
-    rows = [{"source": f"s{i // 3}.mp4", "id": str(i)} for i in range(30)]  # 3 clips per source
-    a, b = assign_splits(rows, 0.3, seed=7), assign_splits(rows, 0.3, seed=7)
+    rows = [r for i in range(10) for r in clip_rows(f"s{i}.mp4", 3)]
+    a, b = split_dataset(rows, 0.3, seed=7), split_dataset(rows, 0.3, seed=7)
     assert a == b
     by_source: dict[str, set[str]] = {}
-    for r in a:
+    for r in a.rows:
         by_source.setdefault(r["source"], set()).add(r["split"])
-    assert all(len(s) == 1 for s in by_source.values())
+    assert all(len(s) == 1 for s in by_source.values())  # sources stay whole when they can
     assert sum(s == {"validation"} for s in by_source.values()) == 3
-    assert assign_splits(rows, 0.3, seed=8) != a
-    one = assign_splits([{"source": "only.mp4"}], 0.9, seed=0)
-    assert one[0]["split"] == "train"  # a lone source always trains
-    assert {r["split"] for r in assign_splits(rows[:6], 0.9, seed=0)} == {"train", "validation"}
+    assert a.report["clips_share"] == a.report["duration_share"] == 0.3
+    assert a.report["warning"] is None and not a.guarded
+    assert split_dataset(rows, 0.3, seed=8).rows != a.rows
+    one = split_dataset(clip_rows("only.mp4", 1), 0.9, seed=0)
+    assert one.rows[0]["split"] == "train"  # a lone clip always trains
+    assert "validation holds 0.0% of clips" in one.report["warning"]
+    assert split_dataset(rows, 0.0, seed=0).report["clips_share"] == 0.0
 
 
 def test_second_run_is_skipped_and_changes_nothing(sample_run) -> None:
@@ -205,7 +228,9 @@ def test_new_input_or_split_change_reuses_unchanged_clips(sample_run, tmp_path: 
     summary = curate(tmp_path / "raw", tmp_path / "curated", card, cfg, RULES)
     assert summary["reused"] == 17 and sum(summary["splits"].values()) == 17
     rows = read_jsonl(tmp_path / "curated" / "manifest.jsonl")
-    assert len({r["source"] for r in rows if r["split"] == "validation"}) == 5  # of 9 sources
+    assert summary["split"]["warning"] is None and not summary["split"]["split_sources"]
+    share = sum(r["split"] == "validation" for r in rows) / len(rows)
+    assert abs(share - 0.5) <= 1 / 17  # whole sources: within one clip of half
     caption_only = default_cfg(validation_fraction=0.5)  # caption settings are not curate's
     assert curate(tmp_path / "raw", tmp_path / "curated", card, caption_only, RULES)["skipped"]
     assert "reused" in format_summary(summary)
