@@ -11,7 +11,6 @@ from typing import Any
 from ltx_lora.config import PipelineConfig
 from stagekit.errors import UserError
 from stagekit.files import write_json
-from stagekit.hashing import sha256_tree
 from stagekit.lineage import git_commit
 from stagekit.workspace import Workspace
 
@@ -358,12 +357,13 @@ def run(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def _lineage(ws: Workspace, cfg: PipelineConfig, mpath: Path) -> dict[str, str]:
+    from curation.identity import dataset_hash
     from curation.status import dataset_status
     from ltx.identity import model_hash
 
     return {
         "dataset": cfg.dataset,
-        "dataset_hash": sha256_tree(ws.captioned(cfg.dataset)),
+        "dataset_hash": dataset_hash(ws.captioned(cfg.dataset), ws.curated(cfg.dataset)),
         "base_model": cfg.model.name,
         "base_model_hash": model_hash(mpath),
         "ltx_version": cfg.model.ltx_version,
