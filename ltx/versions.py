@@ -365,3 +365,53 @@ def check_version(configured: str, found: str | None, file: object) -> None:
 def model_group(version: str) -> str:
     """The configs/model/ entry of a version: ltx2, ltx2_3, ltx2_5."""
     return "ltx2" if version == "2.0" else "ltx2_" + version.split(".")[1]
+
+
+# The Gemma 3 12B text encoder of LTX-2.0 and 2.3, as a transformers `Gemma3Config` (the facts of
+# ltx-core 1.0.0's `text_encoders/gemma/config.py`, GEMMA3_CONFIG_FOR_LTX; compared in
+# tests/unit/test_ltx_versions_fullsize.py). LTX-2.5's Gemma 4 is sized by its file's own config.
+GEMMA3_FOR_LTX: dict[str, Any] = {
+    "model_type": "gemma3",
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "boi_token_index": 255999,
+    "eoi_token_index": 256000,
+    "image_token_index": 262144,
+    "mm_tokens_per_image": 256,
+    "text_config": {
+        "model_type": "gemma3_text",
+        "head_dim": 256,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 3840,
+        "intermediate_size": 15360,
+        "max_position_embeddings": 131072,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 48,
+        "num_key_value_heads": 8,
+        "query_pre_attn_scalar": 256,
+        "rms_norm_eps": 1e-06,
+        "rope_local_base_freq": 10000,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "rope_theta": 1000000,
+        "sliding_window": 1024,
+        "sliding_window_pattern": 6,
+        "vocab_size": 262208,
+    },
+    "vision_config": {
+        "model_type": "siglip_vision_model",
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 1152,
+        "image_size": 896,
+        "intermediate_size": 4304,
+        "layer_norm_eps": 1e-06,
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "num_hidden_layers": 27,
+        "patch_size": 14,
+        "vision_use_head": False,
+    },
+}
+
+
+def text_encoder_config(version: str) -> dict[str, Any] | None:
+    """The full-size text encoder's transformers config; None where only its file says (2.5)."""
+    return GEMMA3_FOR_LTX if get_version(version).text_encoder == "gemma3" else None

@@ -128,16 +128,16 @@ def dataset(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def preprocess(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
+    from trainer import plan as memory
     from trainer.cache import build_cache
+    from trainer.plan_preprocess import check_fits
 
     manifest = _require(ws.captioned(cfg.dataset) / "manifest.jsonl", "caption")
+    mpath = model_path(ws, cfg)
+    if (card := memory.detected_card()) is not None:  # before a weight loads
+        check_fits(_preprocess_shape(cfg, mpath, _manifest_clip(manifest)), card)
     summary = build_cache(
-        manifest,
-        ws.curated(cfg.dataset),
-        ws.cache(cfg.dataset),
-        model_path(ws, cfg),
-        cfg.model,
-        cfg.preprocess,
+        manifest, ws.curated(cfg.dataset), ws.cache(cfg.dataset), mpath, cfg.model, cfg.preprocess
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun the first process reports
         return summary
@@ -217,13 +217,58 @@ def plan(
     current = memory.make_plan(setup, cache)
     print(memory.format_plan(current))
     summary: dict[str, Any] = {"gpu": current.gpu, "host": current.host}
+    if card is not None:
+        fitting = memory.options(setup, card.total, cache)
+        print(memory.format_options(setup, card, fitting, current))
+        summary["fits"] = [memory.changes(p, setup) for p in fitting]
+    summary["preprocess"] = _plan_preprocess(ws, cfg, (frames, height, width), card)
     if card is None:
         print("no CUDA GPU here: add --gpu 24GB (your card's memory) to list what fits")
-        return summary
-    fitting = memory.options(setup, card.total, cache)
-    print(memory.format_options(setup, card, fitting, current))
-    summary["fits"] = [memory.changes(p, setup) for p in fitting]
     return summary
+
+
+def _plan_preprocess(
+    ws: Workspace, cfg: PipelineConfig, clip: tuple[int, int, int], card: Any
+) -> dict[str, Any]:
+    """The preprocess part of `ltx-lora plan`: each phase, and with a card what fits it. The
+    small built-in bases are sized by their folders (built in seconds), real ones by their
+    configs alone."""
+    from trainer import plan_preprocess as pre
+
+    small = cfg.model.source in ("tiny", "demo")
+    shape = _preprocess_shape(cfg, model_path(ws, cfg) if small else _model_folder(cfg), clip)
+    planned = pre.phases(shape)
+    print(pre.format_preprocess(shape, planned, gpu=True))
+    out: dict[str, Any] = {p.name: p.terms for p in planned}
+    if card is not None:
+        peak = pre.gpu_peak(planned)
+        options = pre.fitting(shape, card.total)
+        verdict = "fits" if peak <= card.total else "does NOT fit"
+        print(f"on {card.label}: preprocessing {verdict} (planned {peak / 2**30:.1f} GiB)")
+        if options:
+            print("  settings that fit, fastest first: " + "; ".join(o for o, _ in options))
+        else:
+            print("  no text-encoder format or tiling fits: lower the clip size")
+        out["fits"] = [o for o, _ in options]
+    return out
+
+
+def _preprocess_shape(cfg: PipelineConfig, folder: Path | None, clip: tuple[int, int, int]) -> Any:
+    from ltx.specs import SPECS
+    from trainer.plan_preprocess import make_shape
+
+    source = cfg.model.source
+    spec = SPECS[source if source in ("tiny", "demo") else "2.0"]
+    return make_shape(cfg.model, cfg.preprocess, folder, clip, cfg.curation.fps, spec.text_tokens)
+
+
+def _manifest_clip(manifest: Path) -> tuple[int, int, int]:
+    """(frames, height, width) of the manifest's largest bucket ([width, height, frames])."""
+    from stagekit.files import read_jsonl
+
+    buckets = [row["bucket"] for row in read_jsonl(manifest)] or [[32, 32, 1]]
+    width, height, frames = max(buckets, key=lambda b: b[0] * b[1] * b[2])
+    return frames, height, width
 
 
 def _model_folder(cfg: PipelineConfig) -> Path | None:

@@ -47,6 +47,7 @@ from stagekit.errors import UserError
 from stagekit.files import atomic_path, read_json, read_jsonl, write_json
 from stagekit.hashing import sha256_bytes, sha256_file, sha256_json
 from trainer.config import PreprocessConfig
+from trainer.text_encoder import load_text_parts
 
 INDEX = "index.json"
 EMPTY_PROMPT = "empty_prompt"  # index key: the "" caption's conditioning (caption dropout)
@@ -60,7 +61,8 @@ MASK = "prompt_attention_mask"
 JOURNAL_PREFIX = ".journal-rank"
 # PreprocessConfig keys that change how shards are made, never what they hold: not fingerprinted.
 RUNTIME_KEYS = frozenset({"frame_reader", "text_chunk"})
-TEXT_PARTS = ["text_encoder", "tokenizer", "connectors"]
+# Keys added after caches existed: left out at their default, so those caches stay fresh.
+OMITTED_DEFAULTS = {"text_encoder_quantize": "none"}
 # Always clips/s and the time left (tqdm's default flips to s/clip below 1 clip/s).
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # noqa: E501
 
@@ -74,6 +76,7 @@ class Options:
     frame_reader: str = "auto"  # auto | decord | pyav (same frames; see ltx.frames)
     text_chunk: int = 256  # clips per text phase: bounds host memory for cached text features
     reference: str = "none"  # none | edges: reference latents for the reference_video strategy
+    text_encoder_quantize: str = "none"  # none | int8 | nf4 (trainer.text_encoder)
 
     @classmethod
     def of(cls, cfg: PreprocessConfig) -> Options:
@@ -121,7 +124,11 @@ def entry_fingerprint(
 ) -> str:
     """Everything a shard's tensors depend on: model, VAE and text encoder, weights dtype, clip
     bytes, bucket, caption and the preprocess settings that change tensors."""
-    settings = {k: v for k, v in cfg.model_dump().items() if k not in RUNTIME_KEYS}
+    settings = {
+        k: v
+        for k, v in cfg.model_dump().items()
+        if k not in RUNTIME_KEYS and OMITTED_DEFAULTS.get(k, object()) != v
+    }
     return sha256_json(
         {
             "format": CACHE_FORMAT,
@@ -167,7 +174,9 @@ def build_cache(
             )
         )  # fmt: skip
         empty = group.from_rank0(
-            lambda: _empty_prompt_entry(cache_dir, plan, model_path, model_cfg, _device(device))
+            lambda: _empty_prompt_entry(
+                cache_dir, plan, model_path, model_cfg, _device(device), Options.of(cfg)
+            )
         )
         entries = group.from_rank0(lambda: commit(cache_dir, plan, empty))
     finally:
@@ -263,28 +272,35 @@ def make_plan(
     prints = {i: entry_fingerprint(r, identity, cfg, model_cfg.dtype) for i, r in rows.items()}
     kept = {i: old[i] for i in sorted(rows) if _is_fresh(cache_dir, old.get(i), prints[i])}
     todo = sorted(set(rows) - set(kept))
-    empty_print = empty_prompt_fingerprint(identity, model_cfg.dtype)
+    empty_print = empty_prompt_fingerprint(identity, model_cfg.dtype, cfg.text_encoder_quantize)
     old_empty = _current_index(cache_dir).get(EMPTY_PROMPT)
     fresh = old_empty if _is_fresh(cache_dir, old_empty, empty_print) else None
     return Plan(identity, rows, prints, kept, todo, empty_print, fresh)
 
 
-def empty_prompt_fingerprint(identity: dict[str, str], dtype: str) -> str:
-    """The empty prompt's conditioning depends on the model and text encoder only."""
-    return sha256_json({"format": CACHE_FORMAT, **identity, "dtype": dtype, "caption": ""})
+def empty_prompt_fingerprint(identity: dict[str, str], dtype: str, quantize: str = "none") -> str:
+    """The empty prompt's conditioning depends on the model and text encoder only (and the
+    format the encoder was quantised to, where it was)."""
+    made = {"format": CACHE_FORMAT, **identity, "dtype": dtype, "caption": ""}
+    if quantize != "none":
+        made["text_encoder_quantize"] = quantize
+    return sha256_json(made)
 
 
 @torch.no_grad()
 def _empty_prompt_entry(
-    cache_dir: Path, plan: Plan, model_path: Path, model_cfg: ModelConfig, device: str
+    cache_dir: Path,
+    plan: Plan,
+    model_path: Path,
+    model_cfg: ModelConfig,
+    device: str,
+    opts: Options,
 ) -> dict[str, Any]:
     """The "" caption encoded once per model (rank 0; reused while its fingerprint holds): one
     extra text-encoder load the first time, none after."""
     if plan.empty is not None:
         return plan.empty
-    parts = load_components(model_path, TEXT_PARTS, model_cfg.dtype)
-    for name in ("text_encoder", "connectors"):
-        parts[name].to(device)
+    parts = load_text_parts(model_path, model_cfg, device, opts.text_encoder_quantize)
     features = encode_prompts(parts, [""])
     release(parts)
     tensors = compact_text({k: v.detach().to("cpu") for k, v in features.items()})
@@ -391,7 +407,7 @@ def _encode_rows(
     with _progress(len(rows), desc, show) as bar:
         for start in range(0, len(rows), opts.text_chunk):
             chunk = rows[start : start + opts.text_chunk]
-            text = _encode_texts(chunk, model_path, model_cfg, device, stats)
+            text = _encode_texts(chunk, model_path, model_cfg, device, opts, stats)
             vaes = _load_vaes(chunk, model_path, model_cfg, device, opts, stats)
             for row, media in _prefetch(chunk, curated_dir, opts):
                 tensors = _encode_media(vaes, media, opts) | text[row["caption"]]
@@ -408,13 +424,16 @@ def _progress(total: int, desc: str, show: bool) -> tqdm:
 
 
 def _encode_texts(
-    rows: list[dict[str, Any]], model_path: Path, model_cfg: ModelConfig, device: str, stats: Stats
+    rows: list[dict[str, Any]],
+    model_path: Path,
+    model_cfg: ModelConfig,
+    device: str,
+    opts: Options,
+    stats: Stats,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """caption -> its shard tensors (`compact_text`); one prompt per call, so a shard's bytes
     never depend on which captions shared its batch (1 rank or 8 give identical files)."""
-    parts = load_components(model_path, TEXT_PARTS, model_cfg.dtype)
-    for name in ("text_encoder", "connectors"):
-        parts[name].to(device)
+    parts = load_text_parts(model_path, model_cfg, device, opts.text_encoder_quantize)
     stats.load(parts)
     out = {}
     for caption in sorted({r["caption"] for r in rows}):

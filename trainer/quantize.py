@@ -109,7 +109,8 @@ def _smoke_test(kind: str, device: torch.device, dtype: torch.dtype) -> None:
         linear.bias.zero_()
     layer = quantize_linear(linear, kind, device)
     x = torch.ones(2, 64, device=device, dtype=dtype, requires_grad=True)
-    layer(x).float().sum().backward()
+    with torch.enable_grad():  # a caller under no_grad (preprocessing) checks the same
+        layer(x).float().sum().backward()
 
 
 def quantizable(name: str, module: torch.nn.Module) -> bool:

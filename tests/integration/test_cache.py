@@ -39,6 +39,7 @@ from trainer.cache import (
 from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
 from trainer.data import collate, load_split
 from trainer.runtime import check_cache
+from trainer.text_encoder import TEXT_PARTS
 
 TINY = ModelConfig(name="ltx2-tiny", source="tiny", seed=0)
 FPS = 24.0
@@ -204,7 +205,7 @@ def test_one_phase_of_weights_is_resident_at_a_time(reference_cache, tiny_model:
     from ltx.loading import load_components, weight_bytes
 
     _, summary = reference_cache
-    names = [*cache_module.TEXT_PARTS, "vae", "audio_vae"]
+    names = [*TEXT_PARTS, "vae", "audio_vae"]
     size = {n: weight_bytes(c) for n, c in load_components(tiny_model, names).items()}
     text = size["text_encoder"] + size["connectors"]
     vaes = size["vae"] + size["audio_vae"]
@@ -222,7 +223,7 @@ def test_text_repads_to_exactly_what_encode_prompts_gives(reference_cache, tiny_
     from ltx.loading import load_components
 
     cache = reference_cache[0]
-    parts = load_components(tiny_model, cache_module.TEXT_PARTS)
+    parts = load_components(tiny_model, TEXT_PARTS)
     index = index_of(cache)
     entries = [*index["entries"].values(), index[EMPTY_PROMPT]]
     for entry in entries:
@@ -262,7 +263,7 @@ def test_velocity_is_bit_identical_on_compact_and_padded_text(versioned_cache) -
     samples = [s for s in load_split(cache, "train") if s.clip_id in ("clip01", "clip03")]
     assert samples[0].shape_key == samples[1].shape_key  # 96x64 with audio, two captions
     batch = collate(samples)
-    parts = load_components(tiny_model, [*cache_module.TEXT_PARTS, "transformer"])
+    parts = load_components(tiny_model, [*TEXT_PARTS, "transformer"])
     # padded positions held the projection of a zero row: its bias (2.3), else zeros (2.0)
     conn = parts["connectors"]
     proj = conn.video_text_proj_in if conn.config.per_modality_projections else conn.text_proj_in
@@ -350,6 +351,35 @@ def test_training_refuses_a_cache_made_for_another_ltx_version(
     assert "made for LTX-2.0" in message and "asks for LTX-2.3" in message
     assert "re-run `ltx-lora preprocess model=" in message
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "train").exists()
+
+
+def test_a_quantised_text_encoder_reencodes_with_its_own_fingerprint(copy, tiny_model) -> None:
+    """preprocess.text_encoder_quantize=int8: every entry and the empty prompt re-encoded
+    under new fingerprints; the video latents are the same, the text features close (the
+    int8 Gemma of trainer.text_encoder); back to none, the float features come back exactly."""
+    manifest, cache = copy
+    before = index_of(cache)
+    float_text = shard_tensors(cache, "clip01")
+    summary = build(manifest, cache, tiny_model, text_encoder_quantize="int8")
+    assert summary["encoded"] == len(CLIPS) and summary["reused"] == 0
+    after = index_of(cache)
+    assert after[EMPTY_PROMPT]["fingerprint"] != before[EMPTY_PROMPT]["fingerprint"]
+    for clip_id, entry in after["entries"].items():
+        assert entry["fingerprint"] != before["entries"][clip_id]["fingerprint"]
+    quantised = shard_tensors(cache, "clip01")
+    for media in ("video", "audio"):
+        assert torch.equal(quantised[media], float_text[media])
+    text = [k for k in float_text if k.startswith("text.")]
+    assert text
+    for key in text:
+        error = ((quantised[key] - float_text[key]).norm() / float_text[key].norm()).item()
+        assert 0 < error < 0.05, (key, error)
+    build(manifest, cache, tiny_model)  # the default again: the float text, bit for bit
+    assert same_tensors(shard_tensors(cache, "clip01"), float_text)
+    assert (
+        index_of(cache)["entries"]["clip01"]["fingerprint"]
+        == before["entries"]["clip01"]["fingerprint"]
+    )
 
 
 # ---------------------------------------------------------------------------- fresh and stale
