@@ -112,14 +112,18 @@ def adapter_kind(transformer: torch.nn.Module, adapter_name: str = ADAPTER_NAME)
 
 
 def adapter_state_dict(
-    transformer: torch.nn.Module, adapter_name: str = ADAPTER_NAME
+    transformer: torch.nn.Module, adapter_name: str = ADAPTER_NAME, device: str | None = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """The adapter's weights as `transformer.…lora_A/B.weight`, plus `.alpha` where alpha != r."""
+    """The adapter's weights as `transformer.…lora_A/B.weight`, plus `.alpha` where alpha != r.
+    `device` None: where they are (the meta device of a full-size key check, a GPU)."""
     from peft.utils import get_peft_model_state_dict
 
     config = transformer.peft_config[adapter_name]
     weights = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
-    sd = {f"transformer.{k}": v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    sd = {
+        f"transformer.{k}": v.detach().to(device or v.device).contiguous().clone()
+        for k, v in weights.items()
+    }
     if adapter_kind(transformer, adapter_name) == "lokr":
         return sd  # LoKr's scale alpha / r is in its config (see lokr_to_comfyui)
     for key in [k for k in sd if k.endswith(".lora_A.weight")]:
@@ -127,7 +131,7 @@ def adapter_state_dict(
         rank, alpha = _rank_alpha(config, module)
         if alpha != rank:
             base = key.removesuffix(".lora_A.weight")
-            sd[base + ALPHA_SUFFIX] = torch.tensor(float(alpha), dtype=torch.float32)
+            sd[base + ALPHA_SUFFIX] = torch.tensor(float(alpha), dtype=torch.float32, device="cpu")
     return sd
 
 
