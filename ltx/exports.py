@@ -54,8 +54,9 @@ TABLE: dict[tuple[str, str], Outcome] = {
     ),
     ("dora", "comfyui"): Outcome(
         "converted",
-        "LoRA keys + `dora_scale` [out, 1] rewritten to m·(‖W‖+eps)/‖W+ΔW‖ per row: ComfyUI "
-        "divides by the base row norm ‖W‖, PEFT by ‖W+ΔW‖ (exact for the base it was trained on)",
+        "LoRA keys (alpha/rank folded) + `dora_scale` [out, 1] rewritten to m·(‖W‖+eps)/‖W+ΔW‖ "
+        "per row: ComfyUI divides by the base row norm ‖W‖, PEFT by ‖W+ΔW‖ (exact on the base "
+        "it was trained on)",
     ),
     ("dora", "ltx-pipelines"): Outcome(
         "refused",
@@ -120,6 +121,20 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+DOCS_START, DOCS_END = "<!-- exports-table:start -->", "<!-- exports-table:end -->"
+
+
+def write_docs(path: str = "docs/exports.md") -> None:
+    """Replace the table between the markers in `path` with `markdown_table()`."""
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
+    head, rest = text.split(DOCS_START, 1)
+    tail = rest.split(DOCS_END, 1)[1]
+    body = f"{DOCS_START}\n{markdown_table()}{DOCS_END}"
+    Path(path).write_text(head + body + tail, encoding="utf-8")
+
+
 def _cell(cell: Outcome) -> str:
     text = f"**{cell.result}**: {cell.how}"
     if cell.instead:
@@ -127,3 +142,7 @@ def _cell(cell: Outcome) -> str:
     if cell.limit:
         text += f". Size limit: {cell.limit}"
     return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":  # python -m ltx.exports: regenerate docs/exports.md's table
+    write_docs()

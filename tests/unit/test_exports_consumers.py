@@ -200,3 +200,11 @@ def test_consumer_files_are_the_same_bytes_for_the_same_weights(model_dir, tmp_p
     first = export_adapter(transformer, tmp_path / "a", {"base_model": "tiny"})
     second = export_adapter(transformer, tmp_path / "b", {"base_model": "tiny"})
     assert [f.read_bytes() for f in first] == [f.read_bytes() for f in second]
+
+
+def test_docs_table_is_the_codes_table():
+    """docs/exports.md carries ltx.exports.TABLE as generated (`python -m ltx.exports`)."""
+    from ltx.exports import DOCS_END, DOCS_START, markdown_table
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "exports.md").read_text()
+    assert f"{DOCS_START}\n{markdown_table()}{DOCS_END}" in docs
