@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--gpu", metavar="SIZE", help="the card's memory, e.g. 24GB (default: detected)"
             )
             sub.add_argument(
+                "--ram",
+                metavar="SIZE",
+                help="the host's memory, e.g. 64GB: list only settings that fit it too",
+            )
+            sub.add_argument(
                 "--clip",
                 metavar="FxHxW",
                 help="plan this clip, e.g. 121x512x768 (default: the largest configured bucket)",
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         elif getattr(args, "import_sheet", None):
             stages.import_sheet(ws, cfg, args.import_sheet)
         elif args.verb == "plan":
-            stages.plan(ws, cfg, args.gpu, args.clip, args.attention)
+            stages.plan(ws, cfg, args.gpu, args.clip, args.attention, args.ram)
         else:
             stages.STAGES[args.verb](ws, cfg)
     except UserError as e:

@@ -196,10 +196,12 @@ def plan(
     gpu: str | None = None,
     clip: str | None = None,
     attention: str = "fused",
+    ram: str | None = None,
 ) -> dict[str, Any]:
     """`ltx-lora plan`: the training step's peak GPU memory and host RAM, by component, for the
     configured largest bucket (or `clip`, FRAMESxHEIGHTxWIDTH), without loading a weight; with
-    a budget (`gpu`, else the detected card) the settings that fit, fastest first."""
+    a budget (`gpu`, else the detected card) the settings that fit, fastest first (with `ram`,
+    only those whose host RAM fits it too)."""
     from trainer import plan as memory
 
     configs = memory.model_configs(cfg.model, _model_folder(cfg))
@@ -218,7 +220,8 @@ def plan(
     print(memory.format_plan(current))
     summary: dict[str, Any] = {"gpu": current.gpu, "host": current.host}
     if card is not None:
-        fitting = memory.options(setup, card.total, cache)
+        host = memory.parse_size(ram) if ram else None
+        fitting = memory.options(setup, card.total, cache, ram=host)
         print(memory.format_options(setup, card, fitting, current))
         summary["fits"] = [memory.changes(p, setup) for p in fitting]
     summary["preprocess"] = _plan_preprocess(ws, cfg, (frames, height, width), card)

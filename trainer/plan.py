@@ -526,10 +526,13 @@ def detected_card() -> Card | None:
     return Card(props.name, props.total_memory)
 
 
-def options(setup: Setup, budget: int, cache: PlanCache | None = None) -> list[Plan]:
+def options(
+    setup: Setup, budget: int, cache: PlanCache | None = None, ram: int | None = None
+) -> list[Plan]:
     """The settings that fit `budget`, fastest first (FASTEST_FIRST): per format and
     checkpointing setting, the fewest swapped blocks that fit. Checkpointing is only turned on,
-    never off: a run configured with it keeps it."""
+    never off: a run configured with it keeps it. With `ram`, only settings whose host RAM fits
+    it too (more swapped blocks cost host RAM: the first GPU fit may not be the one to use)."""
     checkpointing = (True,) if setup.step.checkpointing else (False, True)
     out = []
     for fmt in FASTEST_FIRST:
@@ -540,9 +543,17 @@ def options(setup: Setup, budget: int, cache: PlanCache | None = None) -> list[P
             for n in swaps:
                 plan = make_plan(setup.vary(fmt, ckpt, n), cache)
                 if plan.fits(budget):
-                    out.append(plan)
+                    if ram is None or plan.host_total <= ram:
+                        out.append(plan)
                     break
     return out
+
+
+def host_ram() -> int:
+    """This machine's memory: what a run here can hold on the host."""
+    import psutil
+
+    return psutil.virtual_memory().total
 
 
 def resolve_swap(setup: Setup, budget: int | None, cache: PlanCache | None = None) -> int:
@@ -680,11 +691,13 @@ def plan_training(
     if card is None or sharded or plan.fits(card.total):
         print(one_line(plan) + ("" if card is None else f" on {card.label}"))
         return cfg
-    fitting = options(setup, card.total, cache)
+    fitting = options(setup, card.total, cache, ram=host_ram())  # it runs on this machine
     fix = (
-        f"set {changes(fitting[0], setup)} (planned {fitting[0].gpu_total / GIB:.1f} GiB)"
+        f"set {changes(fitting[0], setup)} (planned {fitting[0].gpu_total / GIB:.1f} GiB GPU, "
+        f"{fitting[0].host_total / GIB:.1f} GiB host RAM)"
         if fitting
-        else f"no setting fits: {NOTHING_FITS}"
+        else f"no setting fits this GPU and this machine's {host_ram() / GIB:.0f} GiB of RAM: "
+        + NOTHING_FITS
     )
     raise UserError(
         f"this run will not fit {card.label}: planned peak {plan.gpu_total / GIB:.1f} GiB; "

@@ -154,6 +154,20 @@ def test_options_fit_fastest_first() -> None:
     assert memory.options(setup, 1 * GIB, StubCache()) == []
 
 
+def test_options_within_a_host_ram_budget() -> None:
+    """Swapping a bf16 base's blocks fits the card but needs their pinned copies on the host:
+    with 32 GiB of RAM only the quantised settings are listed, each within both budgets."""
+    setup = full_setup(gradient_checkpointing=True)
+    unbounded = memory.options(setup, 24 * GIB, StubCache())
+    assert unbounded[0].setup.quantize == "none" and unbounded[0].host_total > 32 * GIB
+    bounded = memory.options(setup, 24 * GIB, StubCache(), ram=32 * GIB)
+    assert bounded and all(p.host_total <= 32 * GIB < unbounded[0].host_total for p in bounded)
+    assert [p.setup.quantize for p in bounded] == ["int8", "nf4"]
+    assert [memory.changes(p, setup) for p in bounded] == [
+        memory.changes(p, setup) for p in unbounded if p.setup.quantize != "none"
+    ]
+
+
 def test_checkpointing_is_turned_on_when_it_must_be() -> None:
     setup = full_setup()  # checkpointing off: 80 GiB of activations fit nothing
     fitting = memory.options(setup, 24 * GIB, StubCache())
