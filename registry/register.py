@@ -99,7 +99,7 @@ def register_adapter(
         existing = find_version(client, name, sha)
         if existing is not None:
             reg = existing_registration(client, name, existing, alias, sha, train)
-            log.warning("%s", reg.message)
+            log.info("%s", reg.message)
             return reg
         return _register_new(
             client, name, alias, experiment, train, evaluation, manifest, dataset_card
