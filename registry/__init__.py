@@ -6,6 +6,8 @@ just the `registry` extra to pull adapters. MLflow itself is imported lazily, in
 Public surface:
 - `registry.config.RegistryConfig`: the `registry:` section of the pipeline config.
 - `registry.store`: `local_tracking_uri`, `ensure_schema`, `open_client`, `ensure_experiment`.
-- `registry.register`: `register_adapter`, `Registration`.
+- `registry.register`: `register_adapter`, `Registration` (a duplicate comes back with a message).
+- `registry.scan`: `check_adapter` (NaN / Inf / all-zero / below-noise adapters refused).
+- `registry.pull`: `pull` (one file per consumer: comfyui, ltx-pipelines, diffusers).
 - `registry.describe`: `describe_version`, `format_registration`.
 """
