@@ -4,7 +4,8 @@ ComfyUI does not install here (it is an application, not a package), so the expo
 tests run this transcription of what its code does. Sources (github.com/comfyanonymous/ComfyUI):
 - `comfy/model_patcher.py` `patch_weight_to_device`: the stored weight is cast to float32
   (`cast_to_device(weight, device_to, torch.float32, copy=True)`) before `calculate_weight`,
-  then rounded back to the stored dtype.
+  then rounded back to the stored dtype by `comfy.float.stochastic_rounding` (here: to nearest,
+  which differs by at most one ulp of a bf16 / fp16 weight; float32 weights are not rounded).
 - `comfy/lora.py` (41444b5) `load_lora` L36-46: per module `x`, `{x}.alpha` (a scalar, `.item()`)
   and `{x}.dora_scale` are read beside the weights; `model_lora_keys_unet`: every model weight
   `diffusion_model.<name>.weight` is reachable as the LoRA module key `diffusion_model.<name>`.
