@@ -1,8 +1,8 @@
 """The memory preprocessing needs, before anything loads. It runs in two phases and holds one
 phase's weights at a time (trainer/cache.py): **text** (the Gemma text encoder and the text
-connectors, one prompt at a time) and **video** (the VAE, and the audio VAE with audio, one clip
-at a time). Each phase's peak is its weights, in the format they are placed in, plus the
-traced peak of encoding one item: the encoders run on fake tensors while
+connectors' projections, one prompt at a time) and **video** (the VAE, and the audio VAE with
+audio, one clip at a time). Each phase's peak is its weights, in the format they are placed
+in, plus the traced peak of encoding one item: the encoders run on fake tensors while
 `trainer.plan_trace.LiveStorages` counts live storages, as the training plan traces a step
 (on CPU the traced peak equals the eager one, tests/unit/test_trainer_plan_preprocess.py)."""
 
@@ -73,12 +73,20 @@ def text_phase(shape: PreprocessShape) -> Phase:
     )
     terms = {
         f"text encoder ({_label(fmt, shape.dtype)})": weights,
-        "text connectors": _bytes([*connectors.parameters(), *connectors.buffers()]),
+        "text projections (of the connectors)": _projection_bytes(connectors),
         "encoding one prompt (traced)": text_peak(shape),
         # a quantised layer computes with its weight dequantised, one layer at a time
         "dequantisation workspace": linear["largest"] * dtype_bytes if fmt != "none" else 0,
     }
     return Phase("text", {k: v for k, v in terms.items() if v or "traced" in k})
+
+
+def _projection_bytes(connectors: torch.nn.Module) -> int:
+    """What of the connectors goes to the device (trainer.text_encoder.PROJECTIONS)."""
+    from trainer.text_encoder import PROJECTIONS
+
+    modules = [getattr(connectors, n) for n in PROJECTIONS if hasattr(connectors, n)]
+    return sum(_bytes([*m.parameters(), *m.buffers()]) for m in modules)
 
 
 def text_peak(shape: PreprocessShape) -> int:
