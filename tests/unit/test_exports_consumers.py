@@ -208,3 +208,22 @@ def test_docs_table_is_the_codes_table():
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "exports.md").read_text()
     assert f"{DOCS_START}\n{markdown_table()}{DOCS_END}" in docs
+
+
+def test_an_unfolded_alpha_shows_in_ltx_cores_fusion(model_dir, tmp_path):
+    """The check can fail: the ltx-pipelines file with lora_B not scaled by alpha / rank (what
+    ltx-core silently did to earlier exports) is off, by ltx-core's own fusion."""
+    from trainer.export import ltx_core_fused
+
+    transformer = _trained(model_dir, "lora")
+    expected = _forward(transformer)[0]
+    export_adapter(transformer, tmp_path, {"base_model": "tiny"})
+    sd = load_file(str(tmp_path / "ltx-pipelines.safetensors"))
+    base = _base(model_dir)
+    with ltx_core_fused(base, sd):
+        assert _rel(_forward(base)[0], expected) < FORWARD_BOUND
+    unfolded = {k: v / (ALPHA / RANK["lora"]) if ".lora_B." in k else v for k, v in sd.items()}
+    with ltx_core_fused(base, unfolded):
+        off = _rel(_forward(base)[0], expected)
+    print(f"alpha left unfolded for ltx-core: forward off by {off:.2%}")
+    assert off > 1e-2
