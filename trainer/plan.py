@@ -260,7 +260,9 @@ def make_plan(setup: Setup, cache: PlanCache | None = None, trace: bool = True) 
     )  # one dequantised weight at a time
     device = {
         f"base weights ({_format_label(setup.quantize, facts)})": base - n * streamed,
-        "text connectors": facts["connectors_bytes"],
+        # the text projections stay on the host: the cache holds projected text
+        "text connectors (without their text projections)": facts["connectors_bytes"]
+        - facts.get("projection_bytes", 0),
         "adapter + optimiser state": adapter,
         "step: activations (traced)": step.peak - step.gradients,
         "step: adapter gradients at the peak (traced)": step.gradients,
@@ -382,9 +384,18 @@ def model_facts(step: StepShape) -> dict[str, Any]:
         "largest_block_linear": largest,
         "connectors_params": sum(p.numel() for p in connectors.parameters()),
         "connectors_bytes": _bytes(connectors.parameters()) + _bytes(connectors.buffers()),
+        "projection_bytes": _projection_bytes(connectors),
         "adapter_numel": sum(p.numel() for p in adapter),
         "adapter_bytes": _bytes(adapter),
     }
+
+
+def _projection_bytes(connectors: Any) -> int:
+    """The connectors' text projections (trainer.placement keeps them on the host)."""
+    from trainer.text_encoder import PROJECTIONS
+
+    parts = [getattr(connectors, n) for n in PROJECTIONS if hasattr(connectors, n)]
+    return sum(_bytes([*m.parameters(), *m.buffers()]) for m in parts)
 
 
 def _bytes(tensors: Any) -> int:

@@ -34,7 +34,7 @@ from trainer.cache import EMPTY_PROMPT, INDEX
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.data import Batch, BatchOrder, collate, drop_captions, load_split
 from trainer.export import export_adapter, verify_export
-from trainer.placement import check_placement, place
+from trainer.placement import check_placement, place, place_connectors
 from trainer.plan import plan_training
 from trainer.runtime import (
     SAMPLES_DIR,
@@ -162,7 +162,7 @@ def train(
     scheduler = comps["scheduler"]
     denoiser = {
         "transformer": transformer,
-        "connectors": comps["connectors"].requires_grad_(False).eval().to(accelerator.device),
+        "connectors": place_connectors(comps["connectors"], accelerator.device),
     }
     optimizer = make_optimizer(list(params.values()), cfg, accelerator.device)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))

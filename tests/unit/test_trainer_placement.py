@@ -141,3 +141,30 @@ def test_a_file_of_another_size_is_refused_naming_the_key(
     save_file(sd, file)
     with pytest.raises(UserError, match=r"missing proj_in\.weight; unexpected extra\.weight"):
         place_base(folder, ModelConfig(name="m", source="tiny"), CPU)
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.3"])
+def test_connectors_go_to_the_device_without_their_text_projections(version: str) -> None:
+    """Training runs the connectors' 1-D transformers on cached projected text: those move to
+    the device ("meta" here stands for it), the projections stay on the host, and the plan's
+    connectors term is what moved."""
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    from ltx.tiny import connectors_config
+    from tests.unit.test_trainer_plan import shape
+    from trainer import plan as memory
+    from trainer.placement import place_connectors
+
+    connectors = LTX2TextConnectors(**connectors_config(version))
+    place_connectors(connectors, torch.device("meta"))
+    where = {n: {p.device.type for p in m.parameters()} for n, m in connectors.named_children()}
+    projections = [n for n in where if n.endswith("text_proj_in")]
+    assert projections == (
+        ["text_proj_in"] if version == "2.0" else ["video_text_proj_in", "audio_text_proj_in"]
+    )
+    assert all(where[n] == {"cpu"} for n in projections)
+    assert all(devices == {"meta"} for n, devices in where.items() if n not in projections)
+    assert not any(p.requires_grad for p in connectors.parameters())
+    moved = sum(p.numel() * p.element_size() for p in connectors.parameters() if p.is_meta)
+    facts = memory.model_facts(shape(version=version))  # the tiny model's step
+    assert facts["connectors_bytes"] - facts["projection_bytes"] == moved
