@@ -94,8 +94,13 @@ def _with_weights(base: torch.nn.Module, weights: dict[str, torch.Tensor]) -> to
 def _diffusers(model_dir: Path, path: Path, names: list[str]) -> tuple[dict, torch.Tensor]:
     pipe = load_pipeline(model_dir)
     _round_bf16(pipe.transformer)
+    # an API that reads the tensors but not the header gets the same (alpha is in lora_B)
+    pipe.load_lora_weights(load_file(str(path)), adapter_name="tensors-only")
+    headerless = _forward(pipe.transformer)[0]
+    pipe.unload_lora_weights()
     pipe.load_lora_weights(str(path), adapter_name="check")
     forward = _forward(pipe.transformer)[0]
+    assert _rel(headerless, forward) < FORWARD_BOUND
     pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
     merged = {n: pipe.transformer.get_submodule(n).get_base_layer().weight.clone() for n in names}
     return merged, forward
