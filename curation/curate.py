@@ -203,9 +203,10 @@ def _curate_into(
     write_jsonl(out / "quarantine.jsonl", dropped)
     reused = sum(len(kept_segments(r)) for r in results.values() if r["reused"])
     summary = {**_summary(len(inputs), rows, dropped, reused), "split": split.report}
-    from curation.report import write_report
+    from curation.report import THUMBS_DIR, write_report
 
     write_report(out, rows, dropped, summary)
+    shutil.rmtree(out / THUMBS_DIR, ignore_errors=True)
     return summary
 
 

@@ -14,9 +14,10 @@ import av
 import numpy as np
 
 from curation.buckets import cover_box, nearest_bucket
+from curation.frames import rgb_converter
 from curation.probe import ProbeResult, probe, probe_still
 from curation.quality import signature
-from curation.segment import Plan, frame_converter, still_frame, time_slots
+from curation.segment import Plan, still_frame, time_slots
 
 COLOUR_TOLERANCE = 24  # mean colour levels (0-255, per channel) two copies may differ by
 
@@ -81,7 +82,7 @@ def reference_hashes(
     plan = _plan(info, buckets, fps)
     if info.still:
         return [signature(still_frame(info, plan))]
-    convert = frame_converter(info, plan)
+    convert = rgb_converter(info, plan.bucket, plan.box)
     out: list[str] = []
     with av.open(str(path)) as container:
         frames = container.decode(container.streams.video[0])

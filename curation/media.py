@@ -9,6 +9,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+# AAC's fast coder: twice the speed of the default at the same bitrate, which is far above what
+# a 16 kHz training track needs.
+AAC = {"aac_coder": "fast"}
+
 
 def as_rate(fps: float) -> Fraction:
     """24 -> 24/1, 23.976 -> 24000/1001: the exact rate a container can store."""
@@ -17,7 +21,7 @@ def as_rate(fps: float) -> Fraction:
 
 def write_clip(
     path: Path,
-    frames: Sequence[np.ndarray],
+    frames: Sequence[np.ndarray] | Sequence[av.VideoFrame],
     fps: float,
     *,
     audio: np.ndarray | None = None,
@@ -26,11 +30,15 @@ def write_clip(
     crf: int = 18,
     preset: str = "medium",
 ) -> None:
-    """Encode `[H, W, 3]` uint8 frames as h264 yuv420p (+ AAC from `[channels, samples]`) mp4.
+    """Encode `[H, W, 3]` uint8 frames (or bucket frames) as h264 yuv420p (+ AAC from
+    `[channels, samples]`) mp4.
 
     One encoder thread: the bytes then depend only on the inputs, not on the machine's cores.
     """
-    height, width = frames[0].shape[:2]
+    first = frames[0]
+    height, width = (
+        (first.height, first.width) if isinstance(first, av.VideoFrame) else first.shape[:2]
+    )
     with av.open(str(path), "w", format="mp4") as container:
         video = container.add_stream(
             "libx264",
@@ -47,13 +55,19 @@ def write_clip(
             },
         )
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        tick = 1 / as_rate(fps)
         sound = None
         if audio is not None:
             layout = ("mono", "stereo")[audio.shape[0] - 1]
-            sound = container.add_stream("aac", rate=sample_rate, layout=layout)
+            sound = container.add_stream("aac", rate=sample_rate, layout=layout, options=AAC)
         for i, arr in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-            frame.pts = i
+            frame = (
+                arr
+                if isinstance(arr, av.VideoFrame)
+                else av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            )
+            # Decoded frames carry their source's time base: the clip counts in its own frames.
+            frame.pts, frame.time_base = i, tick
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None and audio is not None:

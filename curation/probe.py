@@ -43,6 +43,7 @@ class ProbeResult:
     # (AVI "dropped" entries) or the rate varies.
     effective_fps: float = 0.0
     truncated_at: float | None = None  # the file is cut: video readable up to here (seconds)
+    video_end_s: float = 0.0  # the last stored frame's end, from packet times (0: unknown)
     still: bool = False
     content_box: Box | None = None  # the picture inside letterbox/pillarbox bars, display pixels
 
@@ -72,11 +73,7 @@ def probe(path: Path, letterbox_luma: float | None = None) -> ProbeResult | Prob
     sha = sha256_file(path)
     try:
         with av.open(str(path)) as container:
-            info = _inspect(container, path, sha)
-        if isinstance(info, ProbeResult) and letterbox_luma is not None:
-            box = find_letterbox(path, info.rotation, letterbox_luma)
-            info = _with_box(info, box)
-        return info
+            return _inspect(container, path, sha, letterbox_luma)
     except (av.FFmpegError, OSError, EOFError, ValueError) as e:
         return ProbeFailure(path, sha, "undecodable", _one_line(e))
 
@@ -100,23 +97,24 @@ def probe_still(path: Path, letterbox_luma: float | None = None) -> ProbeResult 
 
 
 def _inspect(
-    container: av.container.InputContainer, path: Path, sha: str
+    container: av.container.InputContainer, path: Path, sha: str, letterbox_luma: float | None
 ) -> ProbeResult | ProbeFailure:
     if not container.streams:  # what a truncated mp4 without its index opens as
         return ProbeFailure(path, sha, "undecodable", "no streams found: truncated or not media")
     if not container.streams.video:
         return ProbeFailure(path, sha, "no_video_stream", "the file has no video stream")
     stream = container.streams.video[0]
+    scan, keys = _scan_packets(container, stream, path.stat().st_size)
     log = DecodeLog()
-    first = next((f for f in video_frames(container, stream, log) if f is not None), None)
-    scan = _scan_packets(path)
+    first = keys[0] if keys else _first_frame(path, log)
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     # The listed length: an AVI's frame count includes its repeat entries (and survives a cut).
     listed = stream.frames / fps if stream.frames and fps else 0.0
     duration = max(_duration(container, stream), listed)
     if first is None:
-        cut = scan.truncated_at(duration, fps, path.stat().st_size)
+        cut = scan.truncated_at(duration, fps)
         return _no_frame(path, sha, log, cut, duration)
+    box = _letterbox(keys, first.rotation, letterbox_luma) if letterbox_luma is not None else None
     frames = scan.count or stream.frames
     fps = fps or (frames / duration if duration else 0.0)
     duration = duration or (frames / fps if fps else 0.0)
@@ -137,7 +135,9 @@ def _inspect(
         audio_channels=audio.codec_context.channels if audio else None,
         vfr=scan.vfr,
         effective_fps=round(scan.count / duration, 4) if duration else fps,
-        truncated_at=scan.truncated_at(duration, fps, path.stat().st_size),
+        truncated_at=scan.truncated_at(duration, fps),
+        video_end_s=round(scan.end_s, 6),
+        content_box=box,
     )
 
 
@@ -170,7 +170,7 @@ class _Scan:
     tail: int  # bytes of the file after the last readable packet
     largest: int  # the largest packet's size
 
-    def truncated_at(self, listed_s: float, fps: float, size: int) -> float | None:
+    def truncated_at(self, listed_s: float, fps: float) -> float | None:
         """Where a cut file stops, or None when it reads to the end it lists.
 
         Short of the listed length alone is not enough (a complete AVI may end on repeat
@@ -183,54 +183,68 @@ class _Scan:
         return None
 
 
-def _scan_packets(path: Path) -> _Scan:
+def _scan_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, size: int
+) -> tuple[_Scan, list[av.VideoFrame]]:
+    """One demux of the video: every packet's timing and position, and the first dozen
+    keyframes decoded (the first frame's facts, letterbox bars). Nothing else is decoded."""
+    stream.codec_context.skip_frame = "NONKEY"
     pts: list[float] = []
+    keys: list[av.VideoFrame] = []
     stopped, end_pos, largest = False, 0, 0
-    with av.open(str(path)) as container:
-        packets = container.demux(video=0)
-        while True:
-            try:
-                p = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError:
-                stopped = True
-                break
-            if p.size and p.pts is not None and p.time_base is not None:
-                pts.append(float(p.pts * p.time_base))
-                end_pos, largest = max(end_pos, (p.pos or 0) + p.size), max(largest, p.size)
+    packets = container.demux(stream)
+    while True:
+        try:
+            p = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError:
+            stopped = True
+            break
+        if p.size and p.pts is not None and p.time_base is not None:
+            pts.append(float(p.pts * p.time_base))
+            end_pos, largest = max(end_pos, (p.pos or 0) + p.size), max(largest, p.size)
+        if p.is_keyframe and len(keys) < _LETTERBOX_KEYFRAMES:
+            keys += _decoded(p)
+    if len(keys) < _LETTERBOX_KEYFRAMES:
+        keys += _decoded(None, stream)  # what the decoder still holds (reordering delay)
     pts.sort()
     steps = np.diff(np.asarray(pts, np.float64)) if len(pts) > 1 else np.zeros(0)
     median = float(np.median(steps)) if steps.size else 0.0
     vfr = len(pts) >= 3 and median > 0
     vfr = vfr and float(np.max(np.abs(steps - median))) > _VFR_TOLERANCE * median
     end = pts[-1] - pts[0] + median if pts else 0.0
-    tail = path.stat().st_size - end_pos
-    return _Scan(len(pts), bool(vfr), end, stopped, tail, largest)
+    return _Scan(len(pts), bool(vfr), end, stopped, size - end_pos, largest), keys
 
 
-def find_letterbox(path: Path, rotation: int, luma: float) -> Box | None:
-    """The picture inside black bars, from up to a dozen keyframes (None: no bars)."""
-    grays: list[np.ndarray] = []
-    full = (0, 0)
+def _decoded(
+    packet: av.Packet | None, stream: av.video.stream.VideoStream | None = None
+) -> list[av.VideoFrame]:
+    try:
+        frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
+        return [f for f in frames if not f.is_corrupt]
+    except av.FFmpegError:
+        return []  # a damaged keyframe: segmenting reports the damage
+
+
+def _first_frame(path: Path, log: DecodeLog) -> av.VideoFrame | None:
+    """The first frame that decodes at all, for streams whose keyframes are not flagged."""
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.skip_frame = "NONKEY"
-        try:
-            for frame in container.decode(stream):
-                full = (frame.width, frame.height)
-                grays.append(np.rot90(_small_gray(frame), k=rotation // 90))
-                if len(grays) == _LETTERBOX_KEYFRAMES:
-                    break
-        except av.FFmpegError:
-            pass  # a damaged tail: the keyframes before it still show the bars (segmenting
-            # reports the damage)
-    if not grays:
+        frames = video_frames(container, container.streams.video[0], log)
+        return next((f for f in frames if f is not None), None)
+
+
+def _letterbox(keys: list[av.VideoFrame], rotation: int, luma: float) -> Box | None:
+    """The picture inside black bars, from up to a dozen keyframes (None: no bars)."""
+    if not keys:
         return None
+    k = round(rotation / 90) % 4
+    grays = [np.rot90(_small_gray(f), k=k) for f in keys if f.width == keys[0].width]
     box = bars_box(np.stack(grays), luma)
     if box is None:
         return None
-    disp = full if rotation in (0, 180) else (full[1], full[0])
+    full = (keys[0].width, keys[0].height)
+    disp = full if k % 2 == 0 else (full[1], full[0])
     sx, sy = disp[0] / grays[0].shape[1], disp[1] / grays[0].shape[0]
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 from PIL import Image
 
 from stagekit.files import write_text
@@ -21,6 +22,9 @@ from stagekit.files import write_text
 REPORT_NAME = "report.html"
 MAX_THUMBS = 300  # a contact sheet past this is too big to load; the page says so
 THUMB_SIDE = 160
+# Segmenting leaves each clip's thumbnail here (made from frames it already holds); the report
+# reads them, falls back to decoding the clip (a reused one), and the folder is removed.
+THUMBS_DIR = ".thumbs"
 DISCARD_KEYS = ("letterbox", "aspect_crop", "resolution", "time", "fps")
 
 _CSS = """
@@ -98,8 +102,9 @@ def _contact_sheet(out_dir: Path, rows: list[dict]) -> str:
             f"{row['source']} {row['start_s']:.2f}-{row['end_s']:.2f} s · "
             f"{row['width']}x{row['height']}x{row['frames']} · {row['split']}"
         )
+        thumb = _thumb(out_dir, row)
         figures.append(
-            f'<figure><img alt="{escape(row["id"])}" src="{_thumb(out_dir / row["path"])}">'
+            f'<figure><img alt="{escape(row["id"])}" src="{thumb}">'
             f"<figcaption>{escape(label)}</figcaption></figure>"
         )
     more = len(rows) - MAX_THUMBS
@@ -108,15 +113,31 @@ def _contact_sheet(out_dir: Path, rows: list[dict]) -> str:
     return f'<div class="sheet" id="contact-sheet">{"".join(figures)}</div>{note}{empty}'
 
 
-def _thumb(clip: Path) -> str:
+def save_thumb(rgb: np.ndarray, out_dir: Path, clip_id: str) -> None:
+    """Keep a clip's thumbnail (from its `[H, W, 3]` middle frame) for the report."""
+    dest = Path(out_dir) / THUMBS_DIR / f"{clip_id}.jpg"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_bytes(_jpeg(Image.fromarray(rgb)))
+
+
+def _thumb(out_dir: Path, row: dict[str, Any]) -> str:
     """The clip's middle frame as an inline JPEG data URI."""
-    with av.open(str(clip)) as container:
-        frames = list(container.decode(video=0))
-    img = frames[len(frames) // 2].to_image()
+    kept = out_dir / THUMBS_DIR / f"{row['id']}.jpg"
+    if kept.is_file():
+        data = kept.read_bytes()
+    else:
+        with av.open(str(out_dir / row["path"])) as container:
+            decoded = container.decode(video=0)
+            middle = next(f for i, f in enumerate(decoded) if i == row["frames"] // 2)
+        data = _jpeg(middle.to_image())
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def _jpeg(img: Image.Image) -> bytes:
     img.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def _bucket_table(rows: list[dict]) -> str:

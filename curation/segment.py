@@ -19,9 +19,11 @@ from PIL import Image, ImageOps
 from curation.buckets import Box
 from curation.config import CurationConfig
 from curation.decode import AudioCursor, DecodeLog, one_line, truncated_detail, video_frames
+from curation.frames import stats_rgb, to_rgb, yuv_converter
 from curation.media import write_clip
 from curation.probe import ProbeResult
 from curation.quality import FrameStats, frame_stats, hist_distance, motion, sharpness, signature
+from curation.report import save_thumb
 
 # Frame times are floats from integer pts; this absorbs their rounding.
 _EPS = 1e-6
@@ -132,30 +134,6 @@ def time_slots(
         n += 1
 
 
-def frame_converter(info: ProbeResult, plan: Plan) -> Callable[[av.VideoFrame], np.ndarray]:
-    """Stored frame -> upright `[bh, bw, 3]` uint8 bucket frame: one swscale pass, then crop.
-
-    Scaling the whole frame in swscale (not PIL on full-size RGB) keeps 4K/8K sources cheap.
-    """
-    (bw, bh), box = plan.bucket, plan.box
-    scale = bw / (box[2] - box[0])
-    turned = info.rotation in (90, 270)
-    sw = max(bh if turned else bw, round(info.width * scale))
-    sh = max(bw if turned else bh, round(info.height * scale))
-    dw, dh = (sh, sw) if turned else (sw, sh)
-    x0 = min(max(0, round(box[0] * scale)), dw - bw)
-    y0 = min(max(0, round(box[1] * scale)), dh - bh)
-    interp = "AREA" if scale < 1 else "BICUBIC"
-    k = info.rotation // 90
-
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        arr = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interp)
-        out = np.rot90(arr.to_ndarray(), k) if k else arr.to_ndarray()
-        return np.ascontiguousarray(out[y0 : y0 + bh, x0 : x0 + bw])
-
-    return convert
-
-
 def quality_reason(
     lumas: list[float], motions: list[float], sharp: float, cfg: CurationConfig, still: bool
 ) -> tuple[str, str] | None:
@@ -179,7 +157,7 @@ class _Cutter:
         self, info: ProbeResult, plan: Plan, cfg: CurationConfig, clips_dir: Path, name: ClipNamer
     ) -> None:
         self.info, self.plan, self.cfg, self.clips_dir, self.name = info, plan, cfg, clips_dir, name
-        self.convert = frame_converter(info, plan)
+        self.convert = yuv_converter(info, plan.bucket, plan.box)
         self.segments: list[Segment] = []
         self.log = DecodeLog()
         self.t0: float | None = None  # source time of the first good frame
@@ -187,7 +165,7 @@ class _Cutter:
         self.scene_start = 0
         self._last = -1
         self._frame: av.VideoFrame | None = None
-        self._arr: np.ndarray | None = None
+        self._arr: av.VideoFrame | None = None  # the bucket frame of `_frame`
         self._stats: FrameStats | None = None
         self._damage: Segment | None = None  # the damaged-span record still growing
         self._reset()
@@ -207,11 +185,22 @@ class _Cutter:
                 stream.thread_type = "AUTO"  # frame threads: the decode is most of the cost
                 frames = video_frames(container, stream, self.log)
                 for slot, frame, t in time_slots(frames, self.plan.fps, self._src_fps):
+                    if not self._buf and self._no_room_after(slot):
+                        break
                     self._add(slot, frame, t)
             self._end_scene(None)
         finally:
             if self._audio is not None:
                 self._audio.close()
+
+    def _no_room_after(self, slot: int) -> bool:
+        """No whole clip can start here: the stored frames end first. Decoding stops (the
+        tail can give no clip); the scene is still measured to the end of the video."""
+        end, fps = self.info.video_end_s, self.plan.fps
+        if not end or (slot + self.plan.frames - 1) / fps < end + 1 / self._src_fps:
+            return False
+        self._last = max(self._last, math.ceil(end * fps - _EPS) - 1)
+        return True
 
     def cut_at(self) -> float | None:
         """Where the video stops, when the file is cut short (seconds from its first frame)."""
@@ -237,7 +226,7 @@ class _Cutter:
         self.segments = []
 
     def _reset(self) -> None:
-        self._buf: list[np.ndarray] = []
+        self._buf: list[av.VideoFrame] = []
         self._lumas: list[float] = []
         self._motions: list[float] = []
         self._start: tuple[int, float] = (0, 0.0)
@@ -253,7 +242,7 @@ class _Cutter:
             self.t0 = t
         if frame is not self._frame:
             arr = self.convert(frame)
-            stats = frame_stats(arr)
+            stats = frame_stats(stats_rgb(arr))
             prev, self._frame, self._arr, self._stats = self._stats, frame, arr, stats
             sc = self.cfg.scenes
             if prev is not None and sc.detect and hist_distance(prev, stats) > sc.cut_threshold:
@@ -309,7 +298,7 @@ class _Cutter:
     def _emit(self) -> None:
         slot, t = self._start
         seconds = self.plan.frames / self.plan.fps
-        picks = [self._buf[0], self._buf[len(self._buf) // 2], self._buf[-1]]
+        picks = [to_rgb(f) for f in (self._buf[0], self._buf[len(self._buf) // 2], self._buf[-1])]
         sharp = float(np.median([sharpness(p) for p in picks]))
         quality = {
             "luma": round(float(np.mean(self._lumas)), 2),
@@ -329,6 +318,7 @@ class _Cutter:
             seg.clip_id = self.name(slot)
             _write(self.clips_dir / f"{seg.clip_id}.mp4", self._buf, audio, self.cfg)
             seg.phash = [signature(p) for p in picks]
+            save_thumb(picks[1], self.clips_dir.parent, seg.clip_id)
         self.segments.append(seg)
         self._reset()
 
@@ -388,7 +378,10 @@ def still_frame(info: ProbeResult, plan: Plan) -> np.ndarray:
 
 
 def _write(
-    dest: Path, frames: list[np.ndarray], audio: np.ndarray | None, cfg: CurationConfig
+    dest: Path,
+    frames: list[av.VideoFrame] | list[np.ndarray],
+    audio: np.ndarray | None,
+    cfg: CurationConfig,
 ) -> None:
     write_clip(
         dest,
