@@ -31,7 +31,7 @@ from trainer.plan_trace import StepPeak, StepShape, step_peak
 
 GIB = 1 << 30
 MIB = 1 << 20
-CACHE_FORMAT = 1  # bump when what a cached figure means changes
+CACHE_FORMAT = 2  # bump when what a cached figure means changes (2: projection_bytes)
 
 # GPU overheads. ESTIMATES, not measurements: no GPU was available where the plan was written.
 # Calibrate them once on a real card with bench.gpu_memory (issue 16) and replace them here.
@@ -262,7 +262,7 @@ def make_plan(setup: Setup, cache: PlanCache | None = None, trace: bool = True) 
         f"base weights ({_format_label(setup.quantize, facts)})": base - n * streamed,
         # the text projections stay on the host: the cache holds projected text
         "text connectors (without their text projections)": facts["connectors_bytes"]
-        - facts.get("projection_bytes", 0),
+        - facts["projection_bytes"],
         "adapter + optimiser state": adapter,
         "step: activations (traced)": step.peak - step.gradients,
         "step: adapter gradients at the peak (traced)": step.gradients,
