@@ -278,6 +278,7 @@ def make_plan(setup: Setup, cache: PlanCache | None = None, trace: bool = True) 
     if setup.step.device == "cpu":  # the "device" is the host: swapped masters stay there too
         host = {"process baseline (measured now)": process_rss(), **device}
         host[f"swap masters ({n} blocks)"] = n * streamed
+        host["text projections (kept on the host)"] = facts["projection_bytes"]
         host["step runtime: autograd, kernels (measured on CPU)"] = CPU_STEP_RUNTIME
         # the loader streams: a few float layers in flight beside what it keeps
         host["loader: float layers in flight while quantising"] = in_flight
