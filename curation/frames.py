@@ -1,9 +1,9 @@
 """Stored frames -> upright bucket frames: one swscale pass, then a crop (and a turn).
 
 Curated clips are built from yuv420p bucket frames, the format the encoder takes, so a frame
-is scaled once and never goes through RGB on its way to the clip; the filters measure a
-small RGB copy (their statistics are averages) and RGB is made at full size only for the
-few frames that are signed or scored for sharpness.
+is scaled once and never goes through RGB on its way to the clip; the filters measure its
+planes (`quality.yuv_stats`) and RGB is made only for the few frames that are signed or
+scored for sharpness.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import numpy as np
 
 from curation.buckets import Box
 from curation.probe import ProbeResult
-
-# The filters measure frames about this wide (at least half the bucket's width).
-STATS_WIDTH = 192
 
 
 @dataclass(frozen=True)
@@ -87,21 +84,24 @@ def yuv_converter(
 
 def _window(frame: av.VideoFrame, g: Geometry) -> av.VideoFrame:
     """Turn each plane upright and cut the bucket's window out of it."""
-    y, u, v = (np.rot90(_plane(frame, i), g.turns) for i in range(3))
+    y, u, v = (np.rot90(p, g.turns) for p in planes(frame))
     cy, cx, ch, cw = g.y0 // 2, g.x0 // 2, g.bh // 2, g.bw // 2
-    planes = [
+    window = [
         y[g.y0 : g.y0 + g.bh, g.x0 : g.x0 + g.bw],
         u[cy : cy + ch, cx : cx + cw],
         v[cy : cy + ch, cx : cx + cw],
     ]
     # from_ndarray takes the three planes one after another, as rows of the frame's width.
-    packed = np.concatenate([p.ravel() for p in planes]).reshape(-1, g.bw)
+    packed = np.concatenate([p.ravel() for p in window]).reshape(-1, g.bw)
     return av.VideoFrame.from_ndarray(packed, format="yuv420p")
 
 
-def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
-    """One plane of a planar frame as a 2-D view (row padding cut off)."""
-    p = frame.planes[index]
+def planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U, V planes of a yuv420p frame as 2-D views (row padding cut off)."""
+    return tuple(_plane(p) for p in frame.planes[:3])  # type: ignore[return-value]
+
+
+def _plane(p: av.video.plane.VideoPlane) -> np.ndarray:
     rows = np.frombuffer(p, np.uint8, count=p.line_size * p.height)
     return rows.reshape(p.height, p.line_size)[:, : p.width]
 
@@ -109,18 +109,3 @@ def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """`[H, W, 3]` uint8 of a bucket frame (for signatures and sharpness)."""
     return frame.to_ndarray(format="rgb24")
-
-
-def stats_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """What the per-frame filters measure: a small RGB copy (about STATS_WIDTH wide) of a
-    large bucket frame; their statistics are averages, which a quarter of the pixels keep."""
-    factor = frame.width // STATS_WIDTH
-    if factor < 2:
-        return to_rgb(frame)
-    small = frame.reformat(
-        width=frame.width // factor,
-        height=max(2, frame.height // factor),
-        format="rgb24",
-        interpolation="AREA",
-    )
-    return small.to_ndarray()

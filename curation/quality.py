@@ -37,6 +37,23 @@ def frame_stats(rgb: np.ndarray) -> FrameStats:
     return FrameStats(float(g.mean()), thumb, (hist / hist.sum()).astype(np.float32))
 
 
+def yuv_stats(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameStats:
+    """`frame_stats` of a yuv420p frame (BT.601, limited range) from its planes, without an
+    RGB copy: luma is 1.164 (Y - 16) exactly, and the colour histogram is taken from about
+    200 x 100 pixels, whose RGB is computed from Y, U and V."""
+    step = 2 * max(1, y.shape[1] // 384)
+    luma_y = y[::step, ::step].astype(np.float32)
+    h, w = luma_y.shape
+    g = np.clip((luma_y - 16) * (255 / 219), 0, 255)
+    cb = u[:: step // 2, :: step // 2][:h, :w].astype(np.float32) - 128
+    cr = v[:: step // 2, :: step // 2][:h, :w].astype(np.float32) - 128
+    rgb = np.stack([g + 1.596 * cr, g - 0.392 * cb - 0.813 * cr, g + 2.017 * cb], axis=-1)
+    q = (np.clip(rgb, 0, 255).astype(np.uint8) >> 6).astype(np.int32)
+    hist = np.bincount((q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel(), minlength=64)
+    thumb = np.asarray(Image.fromarray(g, mode="F").resize((THUMB, THUMB), Image.Resampling.BOX))
+    return FrameStats(float(g.mean()), thumb, (hist / hist.sum()).astype(np.float32))
+
+
 def hist_distance(a: FrameStats, b: FrameStats) -> float:
     """Half the L1 distance of two colour histograms: 0 same palette, 1 disjoint."""
     return float(np.abs(a.hist - b.hist).sum() / 2)

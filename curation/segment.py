@@ -19,10 +19,18 @@ from PIL import Image, ImageOps
 from curation.buckets import Box
 from curation.config import CurationConfig
 from curation.decode import AudioCursor, DecodeLog, one_line, truncated_detail, video_frames
-from curation.frames import stats_rgb, to_rgb, yuv_converter
+from curation.frames import planes, to_rgb, yuv_converter
 from curation.media import write_clip
 from curation.probe import ProbeResult
-from curation.quality import FrameStats, frame_stats, hist_distance, motion, sharpness, signature
+from curation.quality import (
+    FrameStats,
+    frame_stats,
+    hist_distance,
+    motion,
+    sharpness,
+    signature,
+    yuv_stats,
+)
 from curation.report import save_thumb
 
 # Frame times are floats from integer pts; this absorbs their rounding.
@@ -242,7 +250,7 @@ class _Cutter:
             self.t0 = t
         if frame is not self._frame:
             arr = self.convert(frame)
-            stats = frame_stats(stats_rgb(arr))
+            stats = yuv_stats(*planes(arr))
             prev, self._frame, self._arr, self._stats = self._stats, frame, arr, stats
             sc = self.cfg.scenes
             if prev is not None and sc.detect and hist_distance(prev, stats) > sc.cut_threshold:
