@@ -66,7 +66,16 @@ def motion(a: FrameStats, b: FrameStats) -> float:
 
 def sharpness(rgb: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of the luma: low for blurred frames."""
-    g = gray(rgb)
+    return _laplacian_var(gray(rgb))
+
+
+def sharpness_y(y: np.ndarray) -> float:
+    """`sharpness` from a limited-range Y plane: luma is 1.164 (Y - 16) and the Laplacian is
+    linear, so its variance scales by 1.164 squared."""
+    return _laplacian_var(y.astype(np.float32)) * (255 / 219) ** 2
+
+
+def _laplacian_var(g: np.ndarray) -> float:
     if min(g.shape) < 3:
         return 0.0
     lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]

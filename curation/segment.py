@@ -28,6 +28,7 @@ from curation.quality import (
     hist_distance,
     motion,
     sharpness,
+    sharpness_y,
     signature,
     yuv_stats,
 )
@@ -306,8 +307,8 @@ class _Cutter:
     def _emit(self) -> None:
         slot, t = self._start
         seconds = self.plan.frames / self.plan.fps
-        picks = [to_rgb(f) for f in (self._buf[0], self._buf[len(self._buf) // 2], self._buf[-1])]
-        sharp = float(np.median([sharpness(p) for p in picks]))
+        chosen = (self._buf[0], self._buf[len(self._buf) // 2], self._buf[-1])
+        sharp = float(np.median([sharpness_y(planes(f)[0]) for f in chosen]))
         quality = {
             "luma": round(float(np.mean(self._lumas)), 2),
             "motion": round(float(np.mean(self._motions)) if self._motions else 0.0, 3),
@@ -325,6 +326,7 @@ class _Cutter:
                 seg.repairs.append(_held_note(self._held, len(self._buf)))
             seg.clip_id = self.name(slot)
             _write(self.clips_dir / f"{seg.clip_id}.mp4", self._buf, audio, self.cfg)
+            picks = [to_rgb(f) for f in chosen]
             seg.phash = [signature(p) for p in picks]
             save_thumb(picks[1], self.clips_dir.parent, seg.clip_id)
         self.segments.append(seg)
