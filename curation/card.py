@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +20,8 @@ _HINTS = {
     "class_noun": "what the subject is, e.g. `class_noun: mascot`",
     "owner": "who owns the clips, e.g. `owner: Acme Brand Team`",
     "rights": "a note on the rights to train on these clips, e.g. `rights: licensed for training`",
+    "licence": "the licence the clips are under, e.g. `licence: Acme content licence 2026-03`",
+    "consent": "`consent: obtained` (every person shown agreed), `no-people` or `not-obtained`",
     "settings": "a mapping of dataset-specific settings, e.g. `settings: {}`",
 }
 
@@ -35,6 +37,9 @@ class DatasetCard(BaseModel):
     class_noun: str = Field(min_length=1)
     owner: str = Field(min_length=1)
     rights: str = Field(min_length=1)
+    # Optional rights details the registry records per version (docs/registry.md, Licences).
+    licence: str | None = Field(default=None, min_length=1)
+    consent: Literal["obtained", "no-people", "not-obtained"] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @property

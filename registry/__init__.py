@@ -10,4 +10,20 @@ Public surface:
 - `registry.scan`: `check_adapter` (NaN / Inf / all-zero / below-noise adapters refused).
 - `registry.pull`: `pull` (one file per consumer: comfyui, ltx-pipelines, diffusers).
 - `registry.describe`: `describe_version`, `format_registration`.
+- `registry.licence`, `registry.compat`: licence/distribution records, base-version checks.
+- `registry.sync`: `sync` (a folder holding exactly the adapters it is entitled to).
+- `registry.fetch(ref, for_=...)`: a verified adapter file for an in-house API (registry.api).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def fetch(ref: str, for_: str = "diffusers", **options: Any) -> Path:
+    """The verified adapter file of `ref` (e.g. "acme.mascot@champion") for consumer `for_`;
+    see registry.api.fetch for the options. Imports MLflow only when called."""
+    from registry.api import fetch as _fetch
+
+    return _fetch(ref, for_, **options)

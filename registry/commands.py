@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry import agency
 from registry.names import CI_SUFFIXES, KEY_SCORE
 from stagekit.errors import UserError
 
@@ -31,7 +32,8 @@ REGISTRY_VERBS = {
     "serve": "run the team registry server (PostgreSQL, basic-auth, a workspace per client)",
     "add-client": "(admin) give a client its workspace and a user that sees only it",
 }
-EPILOG = """\
+EPILOG = (
+    """\
 examples:
   ltx-lora registry list --client acme
   ltx-lora registry show acme.mascot@champion
@@ -43,6 +45,8 @@ examples:
   ltx-lora pull acme.mascot@champion --for ltx-pipelines --to loras/
   ltx-lora pull acme.mascot@champion --for diffusers --to adapters/mascot/
 """
+    + agency.EXAMPLES
+)
 
 
 def add_parsers(verbs: Any) -> None:
@@ -61,6 +65,7 @@ def add_parsers(verbs: Any) -> None:
             _backend_flags(sub)
         _VERB_ARGS[verb](sub)
         sub.set_defaults(registry_handler=_HANDLERS[verb])
+    agency.add_verbs(subs, _backend_flags)  # licence, sync
     pull = verbs.add_parser(
         "pull",
         help="download an adapter by alias or version, verified against its sha256 manifest",
@@ -78,6 +83,7 @@ def add_parsers(verbs: Any) -> None:
     )
     pull.add_argument("--to", required=True, type=Path, metavar="DIR")
     pull.add_argument("--ema", action="store_true", help="the EMA weights, if trained with EMA")
+    agency.add_base_flags(pull)
     pull.set_defaults(registry_handler=_pull)
 
 
@@ -227,6 +233,7 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  run       {info['run_id']}")
     for f, e in sorted(info["files"].items()):
         print(f"  file      {f}  {e['bytes']} bytes  sha256 {e['sha256'][:16]}…")
+    agency.print_show(info)
     return 0
 
 
@@ -352,11 +359,14 @@ def _pull(args: argparse.Namespace) -> int:
     from registry.read import parse_ref
 
     name, ref = parse_ref(args.ref)
-    got = pull(open_registry(args), name, ref, args.consumer, args.to, ema=args.ema)
+    base = {"base": args.base, "allow_cross_version": args.allow_cross_version}
+    got = pull(open_registry(args), name, ref, args.consumer, args.to, ema=args.ema, **base)
     if args.json:
         return _print_json({k: str(v) for k, v in got.__dict__.items()})
     print(f"pulled {got.name} version {got.version} ({got.format}) → {got.path}")
     print(f"  sha256 {got.sha256} verified, {got.bytes} bytes; record {got.record}")
+    if got.warning:
+        print(f"warning: {got.warning}", file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from registry.licence import requirements
 from registry.names import split_model_name
 from registry.store import client_workspace
 from stagekit.errors import UserError
@@ -48,6 +49,10 @@ def format_registration(reg: Registration, info: dict[str, Any]) -> str:
         f"  scores   {'  '.join(f'{k}={_num(v)}' for k, v in scores.items()) or 'none'}",
         f"  adapter  sha256 {reg.adapter_sha256[:12]}  run {reg.run_id}",
     ]
+    if (level := tags.get("distribution")) is not None:
+        blocked = requirements(tags, "client")
+        why = f" ({'; '.join(blocked)})" if blocked and level == "internal" else ""
+        lines.append(f"  distribution  {level}{why}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from registry.describe import fetch_version, known_models, known_versions
+from registry.licence import require
 from registry.names import CHAMPION, KEY_SCORE, split_model_name
 from registry.register import EVAL_SUITE_TAG
 from registry.store import client_workspace
@@ -32,7 +33,7 @@ AUDIT_PREFIX = "audit."
 class AliasEvent:
     """One alias move, as recorded. `from_version` None: the alias was not set before."""
 
-    action: str  # promote | force-promote | rollback
+    action: str  # promote | force-promote | rollback | licence | archive
     alias: str
     from_version: int | None
     to_version: int
@@ -66,6 +67,7 @@ def promote(
         current = _champion(client, name)
         if current is not None and int(current.version) == int(candidate.version):
             return None
+        require(candidate, "client", f"promotion of {name} version {version} to {CHAMPION}")
         why = _gate(candidate, current, key_score, force)
         why = f"{reason.strip()} ({why})" if reason and reason.strip() else why
         action = "force-promote" if force else "promote"
@@ -88,6 +90,7 @@ def rollback(
                 "to roll back to (promote another version instead)"
             )
         target = fetch_version(client, name, str(previous))
+        require(target, "client", f"rollback of {name} to version {previous}")
         why = reason.strip() if reason and reason.strip() else "rollback"
         return _move(client, name, target, current, "rollback", why, actor, None)
 
@@ -116,6 +119,11 @@ def actor_name(actor: str | None = None) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
+
+
+def utc_now() -> str:
+    """Now, ISO 8601 in UTC, as events record it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _gate(candidate: Any, current: Any, key_score: str, force: bool) -> str:
@@ -177,7 +185,7 @@ def _move(
         from_version=int(current.version) if current is not None else None,
         to_version=int(target.version),
         who=actor_name(actor),
-        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        when=utc_now(),
         why=why,
         mlflow_user=os.environ.get("MLFLOW_TRACKING_USERNAME") or None,
         key_score=key_score,

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from registry.compat import check_base
 from registry.describe import fetch_version
 from registry.digest import copy_hashed
 from registry.inputs import ADAPTER_DIR, check_safetensors
+from registry.licence import audience_of, require
 from registry.names import split_model_name
 from registry.read import read_manifest
 from registry.store import client_workspace
@@ -52,42 +54,72 @@ class Pulled:
     record: Path
     sha256: str
     bytes: int
+    warning: str | None = None  # e.g. used on another base version (--allow-cross-version)
 
 
 def pull(
-    client: MlflowClient, name: str, ref: str, fmt: str, dest: Path, *, ema: bool = False
+    client: MlflowClient,
+    name: str,
+    ref: str,
+    fmt: str,
+    dest: Path,
+    *,
+    ema: bool = False,
+    base: str | None = None,
+    allow_cross_version: bool = False,
 ) -> Pulled:
     """Download `name@ref`'s file for consumer `fmt` (comfyui, ltx-pipelines, diffusers) into
     `dest/`, verified against the version's files.json; a consumer the export refused is a
-    UserError with its reason. Also writes `dest/<name>.pull.json` (name, version, sha256, when)."""
+    UserError with its reason. Also writes `dest/<name>.pull.json` (name, version, sha256, when).
+    A client-facing alias (`champion`) needs a version whose licence record allows `client`
+    distribution; `base` (an LTX version) must be one the adapter was trained or evaluated on
+    unless `allow_cross_version` (registry.compat)."""
     if fmt not in CONSUMERS:
         raise UserError(f"unknown consumer {fmt!r}: use one of {', '.join(CONSUMERS)}")
     with client_workspace(client, split_model_name(name)[0]):
         mv = fetch_version(client, name, ref)
-        manifest = read_manifest(client, mv)
-        suffix = "_ema" if ema else ""
-        wanted = CONSUMERS[fmt] + suffix + ".safetensors"
-        _check_not_refused(client, mv, manifest, fmt, suffix)
-        if wanted not in manifest:
-            raise UserError(
-                f"{name} version {mv.version} has no {wanted} ({fmt}"
-                f"{', EMA' if ema else ''}): its files are {', '.join(sorted(manifest))}; "
-                "versions registered before per-consumer exports have no ltx-pipelines file: "
-                "retrain to make one"
-            )
-        target = Path(dest) / _target_name(name, fmt)
-        entry = manifest[wanted]
-        _download_verified(client, mv, wanted, entry, target)
+        require(mv, audience_of(ref), f"pull of {name}@{ref}")
+        warning = check_base(mv, base, allow_cross_version)
+        target = Path(dest) / target_name(name, fmt)
+        entry = fetch_verified(client, mv, fmt, target, ema=ema)
     record = Path(dest) / f"{name}.pull.json"
     pulled = Pulled(
-        name, int(mv.version), mv.run_id, fmt, target, record, entry["sha256"], int(entry["bytes"])
+        name,
+        int(mv.version),
+        mv.run_id,
+        fmt,
+        target,
+        record,
+        entry["sha256"],
+        int(entry["bytes"]),
+        warning,
     )
     info = asdict(pulled) | {"path": str(target), "record": str(record), "ref": ref}
     write_json(record, info | {"pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return pulled
 
 
-def _target_name(name: str, consumer: str) -> str:
+def fetch_verified(
+    client: MlflowClient, mv: Any, consumer: str, target: Path, *, ema: bool = False
+) -> dict[str, Any]:
+    """Write `mv`'s file for `consumer` to `target` (atomically, verified); its files.json entry.
+    The caller picks the workspace."""
+    manifest = read_manifest(client, mv)
+    suffix = "_ema" if ema else ""
+    wanted = CONSUMERS[consumer] + suffix + ".safetensors"
+    _check_not_refused(client, mv, manifest, consumer, suffix)
+    if wanted not in manifest:
+        raise UserError(
+            f"{mv.name} version {mv.version} has no {wanted} ({consumer}"
+            f"{', EMA' if ema else ''}): its files are {', '.join(sorted(manifest))}; "
+            "versions registered before per-consumer exports have no ltx-pipelines file: "
+            "retrain to make one"
+        )
+    _download_verified(client, mv, wanted, manifest[wanted], target)
+    return manifest[wanted]
+
+
+def target_name(name: str, consumer: str) -> str:
     if consumer == "diffusers":
         return DIFFUSERS_NAME
     return f"{name}.safetensors" if consumer == "comfyui" else f"{name}.{consumer}.safetensors"

@@ -8,8 +8,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry.compat import evaluated_on, supported_bases
 from registry.describe import fetch_version
 from registry.inputs import ADAPTER_DIR, MANIFEST_NAME
+from registry.licence import record_of
 from registry.names import CI_SUFFIXES, split_model_name
 from registry.register import EVAL_SUITE_TAG, LINEAGE_TAGS
 from registry.store import client_workspace, workspaces_enabled
@@ -69,6 +71,9 @@ def show(client: MlflowClient, name: str, ref: str) -> dict[str, Any]:
         "created": int(mv.creation_timestamp or 0),
         "description": mv.description or "",
         "files": files,
+        "licence": record_of(tags),
+        "evaluated_on": evaluated_on(tags),
+        "supported_bases": supported_bases(tags),
     }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry.compat import record_tested, tested_tags
 from registry.digest import clone
 from registry.duplicate import duplicate_message
 from registry.inputs import (
@@ -31,6 +32,7 @@ from registry.inputs import (
     load_eval,
     load_train,
 )
+from registry.licence import licence_tags
 from registry.names import check_alias, split_model_name
 from registry.scan import check_adapter
 from registry.store import client_workspace, ensure_experiment
@@ -99,6 +101,7 @@ def register_adapter(
         existing = find_version(client, name, sha)
         if existing is not None:
             reg = existing_registration(client, name, existing, alias, sha, train)
+            reg = record_tested(client, reg, evaluation)  # evaluated on another base version
             log.info("%s", reg.message)
             return reg
         return _register_new(
@@ -257,7 +260,10 @@ def version_tags(
         tags["adapter_strength"] = repr(float(strength))
     if card and card.get("trigger"):
         tags["trigger"] = str(card["trigger"])  # what a prompt must contain to use the adapter
-    return tags
+    rights, warnings = licence_tags(card, lineage.base_model, lineage.ltx_version)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return tags | rights | tested_tags(evaluation, suite)
 
 
 def eval_suite(evaluation: EvalRun) -> str | None:

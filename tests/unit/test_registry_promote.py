@@ -115,6 +115,7 @@ def test_scores_from_another_suite_do_not_compare(client, tmp_path):
         train_dir=make_train_dir(tmp_path / "t-other", seed=9),
         eval_dir=other,
         experiment="ltx-lora",
+        dataset_card=CARD,
     ).version
     with pytest.raises(UserError, match="do not compare"):
         promote(client, NAME, v2)
