@@ -62,3 +62,54 @@ def marked_first_frame(transformer: Any) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def keyframe_coords(
+    transformer_config: Any,
+    vae_scale: tuple[int, int],
+    batch: int,
+    latent_index: int,
+    latent_frames: int,
+    height: int,
+    width: int,
+    fps: float,
+    pixel_frames: int = 1,
+) -> torch.Tensor:
+    """Positions [B, 3, tokens, 2] (start, end; time in seconds, space in pixels) of a keyframe
+    condition appended after the video's tokens, as the condition pipeline places one given at
+    latent index `latent_index` (diffusers 0.42.1 `LTX2ConditionPipeline.prepare_latents`, which
+    follows ltx-core's `VideoConditionByKeyframeIndex`): its `latent_frames` x `height` x
+    `width` latent grid scaled to pixels by the VAE's (temporal, spatial) `vae_scale`, without
+    the first frame's causal shift, moved to pixel frame (latent_index - 1) * temporal + 1; a
+    single pixel frame spans one pixel timestep. Checked against the pipeline's own method in
+    tests/unit/test_ltx_keyframes.py."""
+    pt, ps = transformer_config.patch_size_t, transformer_config.patch_size
+    temporal, spatial = vae_scale
+    axes = [
+        torch.arange(0, n, step, dtype=torch.float32)
+        for n, step in ((latent_frames, pt), (height, ps), (width, ps))
+    ]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # [3, F, H, W]
+    ends = grid + torch.tensor([pt, ps, ps], dtype=torch.float32).view(3, 1, 1, 1)
+    coords = torch.stack([grid, ends], dim=-1).flatten(1, 3)  # [3, tokens, 2]
+    coords = coords * torch.tensor([temporal, spatial, spatial], dtype=torch.float32).view(3, 1, 1)
+    coords[0] += (latent_index - 1) * temporal + 1
+    if pixel_frames == 1:
+        coords[0, :, 1] = coords[0, :, 0] + 1
+    coords[0] /= fps
+    return coords.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+def keyframe_image(frame: Any, ltx_version: str) -> Any:
+    """A uint8 [H, W, 3] frame as the condition pipeline prepares a keyframe image: H.264
+    re-compressed at the version's image CRF (33 through LTX-2.3, 18 for 2.5: diffusers 0.42.1
+    `pipelines/ltx2/utils.py` `resolve_default_image_crf`, after ltx-pipelines), by diffusers'
+    own `apply_image_conditioning_crf`."""
+    from diffusers.pipelines.ltx2.utils import (
+        DEFAULT_IMAGE_CRF,
+        LTX2_5_IMAGE_CRF,
+        apply_image_conditioning_crf,
+    )
+
+    crf = LTX2_5_IMAGE_CRF if ltx_version == "2.5" else DEFAULT_IMAGE_CRF
+    return apply_image_conditioning_crf(frame, crf)

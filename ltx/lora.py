@@ -54,6 +54,13 @@ def target_pattern(targets: str) -> str:
     return pattern
 
 
+def video_only(targets: str) -> str:
+    """`targets` without any audio module (audio self/cross-attention and feed-forward, and the
+    audio<->video attention: every name holding `audio`), for a run that trains no audio: those
+    layers would see no audio tokens, learn nothing and still be exported as keys."""
+    return rf"(?!.*audio){target_pattern(targets)}"
+
+
 def target_modules(transformer: torch.nn.Module, targets: str) -> list[str]:
     """Names of the Linear modules that `targets` selects."""
     pattern = re.compile(target_pattern(targets))

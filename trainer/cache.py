@@ -41,6 +41,7 @@ from ltx.config import ModelConfig
 from ltx.encode import encode_audio, encode_prompts, encode_video
 from ltx.frames import read_frames
 from ltx.identity import component_hash, model_hash
+from ltx.keyframes import keyframe_image
 from ltx.loading import load_components, release, weight_bytes
 from ltx.sampling import read_audio
 from stagekit.errors import UserError
@@ -58,11 +59,14 @@ CACHE_FORMAT = 3
 TEXT, PAD = "text.", "text_pad."  # text.<name> [1, n, D]; text_pad.<name> [1, 1, D]
 TEXT_LENGTH = "text_length"  # int64 [1]: T, the length prompts were left-padded to
 MASK = "prompt_attention_mask"
+# [C, 1, H, W]: the clip's first / last frame re-compressed and encoded on its own, as the
+# condition pipeline prepares a keyframe image (ltx.keyframes.keyframe_image)
+KEYFRAME_FIRST, KEYFRAME_LAST = "keyframe_first", "keyframe_last"
 JOURNAL_PREFIX = ".journal-rank"
 # PreprocessConfig keys that change how shards are made, never what they hold: not fingerprinted.
 RUNTIME_KEYS = frozenset({"frame_reader", "text_chunk"})
 # Keys added after caches existed: left out at their default, so those caches stay fresh.
-OMITTED_DEFAULTS = {"text_encoder_quantize": "none"}
+OMITTED_DEFAULTS = {"text_encoder_quantize": "none", "keyframes": "none"}
 # Always clips/s and the time left (tqdm's default flips to s/clip below 1 clip/s).
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # noqa: E501
 
@@ -77,11 +81,14 @@ class Options:
     text_chunk: int = 256  # clips per text phase: bounds host memory for cached text features
     reference: str = "none"  # none | edges: reference latents for the reference_video strategy
     text_encoder_quantize: str = "none"  # none | int8 | nf4 (trainer.text_encoder)
+    keyframes: str = "none"  # none | first_last: keyframe images encoded (strategy keyframes)
+    ltx_version: str = "2.0"  # the model's: how keyframe images are re-compressed
 
     @classmethod
-    def of(cls, cfg: PreprocessConfig) -> Options:
+    def of(cls, cfg: PreprocessConfig, ltx_version: str = "2.0") -> Options:
         fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in cfg.model_dump().items() if k in fields})
+        kept = {k: v for k, v in cfg.model_dump().items() if k in fields}
+        return cls(**kept, ltx_version=ltx_version)
 
 
 @dataclass
@@ -169,7 +176,8 @@ def build_cache(
         mine = [plan.rows[i] for i in plan.todo[group.rank :: group.world]]
         group.all_ok(
             lambda: _encode_rows(
-                mine, plan, curated_dir, cache_dir, model_path, model_cfg, Options.of(cfg),
+                mine, plan, curated_dir, cache_dir, model_path, model_cfg,
+                Options.of(cfg, model_cfg.ltx_version),
                 _device(device), stats, progress and group.rank == 0, group,
             )
         )  # fmt: skip
@@ -505,6 +513,10 @@ def _encode_media(vaes: dict[str, Any], media: Media, opts: Options) -> dict[str
         tensors["reference"] = encode_video(
             vaes["vae"], torch.from_numpy(edge_frames(media.frames))
         )
+    if opts.keyframes == "first_last":  # as the condition pipeline encodes its two images
+        for key, frame in ((KEYFRAME_FIRST, media.frames[0]), (KEYFRAME_LAST, media.frames[-1])):
+            image = keyframe_image(frame, opts.ltx_version)
+            tensors[key] = encode_video(vaes["vae"], torch.from_numpy(image[None]))
     if opts.with_audio and media.audio is not None and "audio_vae" in vaes:
         audio = torch.from_numpy(media.audio)
         tensors["audio"] = encode_audio(vaes["audio_vae"], audio, media.sample_rate)

@@ -35,9 +35,9 @@ class TrainerConfig(BaseModel):
     sigma_std: float = Field(1.0, gt=0)
     uniform_fraction: float = Field(0.1, ge=0, le=1)
     log_every: int = Field(5, gt=0)
-    strategy: Literal["audio_video", "text_to_video", "image_to_video", "reference_video"] = (
-        "audio_video"
-    )
+    strategy: Literal[
+        "audio_video", "text_to_video", "image_to_video", "reference_video", "keyframes"
+    ] = "audio_video"
     grad_accum: int = Field(1, gt=0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no EMA copy of the adapter
@@ -88,3 +88,7 @@ class PreprocessConfig(BaseModel):
     # the Gemma text encoder quantised while it loads onto the device (trainer.text_encoder):
     # 12B in bf16 is 22.7 GiB, int8 12.3 GiB, nf4 7.3 GiB. Changes the cached text features
     text_encoder_quantize: Literal["none", "int8", "nf4"] = "none"
+    # keyframe latents for trainer.strategy=keyframes: none, or `first_last` (the clip's first
+    # and last frames, each re-compressed and encoded on its own as the condition pipeline
+    # prepares a keyframe image)
+    keyframes: Literal["none", "first_last"] = "none"

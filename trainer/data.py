@@ -12,7 +12,7 @@ import torch
 from stagekit.errors import UserError
 from stagekit.files import read_json
 from stagekit.hashing import sha256_json
-from trainer.cache import INDEX, load_entry, text_inputs
+from trainer.cache import INDEX, KEYFRAME_FIRST, KEYFRAME_LAST, load_entry, text_inputs
 
 
 @dataclass
@@ -25,6 +25,8 @@ class Batch:
     fps: float
     shard: tuple[int, int] = (0, 1)  # (rank, world): this batch is that slice of a global one
     reference: torch.Tensor | None = None  # [B, C, F, H, W] clean control latents (IC-LoRA)
+    # keyframe images, each encoded on its own: first and last frame [B, C, 1, H, W]
+    keyframes: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -65,12 +67,19 @@ def collate(samples: list[Sample]) -> Batch:
     reference = (
         torch.stack([s.tensors["reference"] for s in samples]) if "reference" in first else None
     )
+    keys = (KEYFRAME_FIRST, KEYFRAME_LAST)
+    keyframes = (
+        tuple(torch.stack([s.tensors[k] for s in samples]) for k in keys)
+        if KEYFRAME_LAST in first
+        else None
+    )
     return Batch(
         torch.stack([s.tensors["video"] for s in samples]),
         audio,
         text,
         samples[0].fps,
         reference=reference,
+        keyframes=keyframes,
     )
 
 

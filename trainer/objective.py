@@ -56,11 +56,13 @@ def flow_matching_loss(
     cfg: TrainerConfig,
     generator: torch.Generator,
     sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+    parts: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """MSE on velocity for video, plus audio when cached; audio gets its own noise level.
 
     `denoiser` holds the `transformer` (with the LoRA) and the text `connectors`;
-    `sigmas` fixes (video, audio) noise levels, as the validation grid does.
+    `sigmas` fixes (video, audio) noise levels, as the validation grid does; `parts`, when
+    given, receives each modality's loss (`summed`).
     """
     if sigmas is None:
         sigmas = draw_sigmas(scheduler, batch, cfg, generator)
@@ -72,7 +74,17 @@ def flow_matching_loss(
         noise_a = sharded_randn(batch.audio.shape, generator, batch.shard)
         x_a, target_a = noisy_latents(batch.audio, noise_a, sa)
     pred_v, pred_a = predict_velocity(denoiser, x_v, x_a, batch.text, sv, sa, fps=batch.fps)
-    loss = F.mse_loss(pred_v.float(), target_v)
-    if batch.audio is not None:
-        loss = loss + F.mse_loss(pred_a.float(), target_a)
-    return loss
+    audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
+    return summed(F.mse_loss(pred_v.float(), target_v), audio, parts)
+
+
+def summed(
+    video: torch.Tensor, audio: torch.Tensor | None, parts: dict[str, float] | None
+) -> torch.Tensor:
+    """The training loss: video's plus audio's (when there is audio), each recorded in
+    `parts` (`video`, `audio`) for the per-modality logs."""
+    if parts is not None:
+        parts["video"] = video.item()
+        if audio is not None:
+            parts["audio"] = audio.item()
+    return video if audio is None else video + audio

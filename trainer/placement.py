@@ -37,7 +37,7 @@ class Placement:
     params: dict[str, torch.nn.Parameter]  # the adapter's: the only trainable ones
     swap: BlockSwap | None  # the streamer of the swapped blocks (None: all resident)
     sharded: bool  # FSDP2 over several processes
-    source: tuple[Path, ModelConfig, LoraConfig, torch.device]  # to place a whole copy again
+    source: tuple[Path, ModelConfig, LoraConfig, torch.device, bool]  # to place a whole copy
 
     def layout(self) -> dict[str, Any]:
         """What the run records about where the base was (a collective call when sharded)."""
@@ -48,7 +48,8 @@ class Placement:
         or (sharded) an unsharded copy (`unsharded_copy`)."""
         if not self.sharded:
             return self.transformer, self.params
-        return unsharded_copy(*self.source, self.params)
+        model_path, model_cfg, lora_cfg, device, audio = self.source
+        return unsharded_copy(model_path, model_cfg, lora_cfg, device, self.params, audio)
 
 
 def place(
@@ -58,6 +59,7 @@ def place(
     cfg: TrainerConfig,
     device: torch.device,
     processes: int = 1,
+    audio: bool = True,
 ) -> Placement:
     """The base of `model_path` placed for training on `device`, the adapter attached (its
     initial values come from torch's global RNG: seed it first). The order matters: the
@@ -65,7 +67,7 @@ def place(
     rest moves to the device, so the swapped weights never reach the device whole."""
     swapped = cfg.blocks_to_swap if isinstance(cfg.blocks_to_swap, int) else 0
     transformer = place_base(model_path, model_cfg, device, host_blocks=swapped)
-    params = attach_adapter(transformer, lora_cfg)
+    params = attach_adapter(transformer, lora_cfg, audio)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     swap = attach_swap(transformer, cfg.blocks_to_swap, torch.device("cpu"), device)
@@ -77,7 +79,8 @@ def place(
         shard_base(transformer, device, processes)
     else:
         transformer.to(device)
-    return Placement(transformer, params, swap, sharded, (model_path, model_cfg, lora_cfg, device))
+    source = (model_path, model_cfg, lora_cfg, device, audio)
+    return Placement(transformer, params, swap, sharded, source)
 
 
 def place_connectors(connectors: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -217,10 +220,11 @@ def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
 
 
 def attach_adapter(
-    transformer: torch.nn.Module, lora_cfg: LoraConfig
+    transformer: torch.nn.Module, lora_cfg: LoraConfig, audio: bool = True
 ) -> dict[str, torch.nn.Parameter]:
-    """Freeze the base, wrap the configured modules with the adapter; its trainable parameters."""
-    from ltx.lora import add_lora
+    """Freeze the base, wrap the configured modules with the adapter; its trainable parameters.
+    `audio=False` (a run without audio): no audio module gets an adapter (`ltx.lora.video_only`)."""
+    from ltx.lora import add_lora, video_only
 
     transformer.requires_grad_(False)
     add_lora(
@@ -228,7 +232,7 @@ def attach_adapter(
         lora_cfg.rank,
         lora_cfg.alpha,
         lora_cfg.dropout,
-        lora_cfg.targets,
+        lora_cfg.targets if audio else video_only(lora_cfg.targets),
         kind=lora_cfg.kind,
     )
     return {n: p for n, p in transformer.named_parameters() if p.requires_grad}
@@ -240,13 +244,14 @@ def unsharded_copy(
     lora_cfg: LoraConfig,
     device: torch.device,
     trained: dict[str, torch.nn.Parameter],
+    audio: bool = True,
 ) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
     """A plain transformer with the trained adapter, for the main process's validation loss and
     export, which it runs alone (a sharded block would wait for the other processes): the frozen
     base reloaded from the model folder (it never changed), the adapter's weights copied in.
     Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
     transformer = place_base(model_path, model_cfg, device).to(device)  # as training placed it
-    params = attach_adapter(transformer, lora_cfg)
+    params = attach_adapter(transformer, lora_cfg, audio)
     if params.keys() != trained.keys():
         raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
     with torch.no_grad():

@@ -191,7 +191,7 @@ def build(shape: StepShape, device: str) -> tuple[torch.nn.Module, torch.nn.Modu
             connectors = LTX2TextConnectors(**shape.connectors)
     finally:
         torch.set_default_dtype(default)
-    attach_adapter(transformer, shape.lora)
+    attach_adapter(transformer, shape.lora, audio=shape.audio is not None)
     if shape.checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()

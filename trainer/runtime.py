@@ -44,6 +44,17 @@ def check_cache(index: dict[str, Any], cache_dir: Path, model_path: Path, ltx_ve
         )
 
 
+def cache_has_audio(cache_dir: Path, index: dict[str, Any]) -> bool:
+    """Whether any cached sample holds audio latents (read from the shards' headers only)."""
+    from safetensors import safe_open
+
+    for entry in index.get("entries", {}).values():
+        with safe_open(str(Path(cache_dir) / entry["file"]), framework="pt") as f:
+            if "audio" in set(f.keys()):
+                return True
+    return False
+
+
 def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The cached empty-prompt conditioning that caption dropout swaps in, padded as a batch's
     text is (`prompt_features` [1, T, D], `prompt_attention_mask` [1, T], ...)."""
@@ -58,6 +69,13 @@ def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tens
     return text_inputs(load_entry(cache_dir, entry))
 
 
+# strategies that need conditioning latents in the cache: (shard key, what, preprocess setting)
+CONDITIONS = {
+    "reference_video": ("reference", "reference latents", "preprocess.reference=edges"),
+    "keyframes": ("keyframe_last", "keyframe images", "preprocess.keyframes=first_last"),
+}
+
+
 def check_inputs(cfg: TrainerConfig, cache_dir: Path, index: dict[str, Any], device) -> None:
     """Settings that cannot work here fail before a checkpoint folder exists (which would
     otherwise block the next run as an unfinished one with other settings)."""
@@ -69,16 +87,17 @@ def check_inputs(cfg: TrainerConfig, cache_dir: Path, index: dict[str, Any], dev
             "trainer.validation_every needs trainer.distributed=ddp: sample videos are not made "
             "from an FSDP2-sharded transformer yet (set trainer.validation_every=0)"
         )
-    if cfg.strategy == "reference_video":
+    if cfg.strategy in CONDITIONS:
         from safetensors import safe_open
 
+        key, what, setting = CONDITIONS[cfg.strategy]
         first = next((e for _, e in sorted(index["entries"].items())), None)
         if first is not None:
             with safe_open(str(Path(cache_dir) / first["file"]), framework="pt") as f:
-                if "reference" not in set(f.keys()):
+                if key not in set(f.keys()):
                     raise UserError(
-                        "trainer.strategy=reference_video needs reference latents in the cache: "
-                        "re-run `ltx-lora preprocess preprocess.reference=edges`"
+                        f"trainer.strategy={cfg.strategy} needs {what} in the cache: "
+                        f"re-run `ltx-lora preprocess {setting}`"
                     )
 
 

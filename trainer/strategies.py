@@ -16,7 +16,7 @@ from ltx.forward import noisy_latents, predict_velocity
 from stagekit.errors import UserError
 from trainer.config import TrainerConfig
 from trainer.data import Batch
-from trainer.objective import draw_sigmas, flow_matching_loss, sharded_randn
+from trainer.objective import draw_sigmas, flow_matching_loss, sharded_randn, summed
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,10 @@ class AudioVideo:
         cfg: TrainerConfig,
         generator: torch.Generator,
         sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
     ) -> torch.Tensor:
-        return flow_matching_loss(denoiser, scheduler, self.prepare(batch), cfg, generator, sigmas)
+        prepared = self.prepare(batch)
+        return flow_matching_loss(denoiser, scheduler, prepared, cfg, generator, sigmas, parts)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ImageToVideo(AudioVideo):
         cfg: TrainerConfig,
         generator: torch.Generator,
         sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
     ) -> torch.Tensor:
         x0 = batch.video  # [B, C, F, H, W]
         b, _, f, h, w = x0.shape
@@ -79,10 +82,8 @@ class ImageToVideo(AudioVideo):
         pred_v, pred_a = predict_velocity(
             denoiser, x_t, x_a, batch.text, token_sigma, sa, fps=batch.fps
         )
-        loss = F.mse_loss(pred_v[:, :, 1:].float(), target[:, :, 1:])
-        if batch.audio is not None:
-            loss = loss + F.mse_loss(pred_a.float(), target_a)
-        return loss
+        audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
+        return summed(F.mse_loss(pred_v[:, :, 1:].float(), target[:, :, 1:]), audio, parts)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class ReferenceVideo(AudioVideo):
         cfg: TrainerConfig,
         generator: torch.Generator,
         sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
     ) -> torch.Tensor:
         if batch.reference is None:
             raise UserError(
@@ -116,10 +118,65 @@ class ReferenceVideo(AudioVideo):
         pred_v, pred_a = predict_with_reference(
             denoiser, x_t, batch.reference, x_a, batch.text, sv, sa, fps=batch.fps
         )
-        loss = F.mse_loss(pred_v.float(), target)
-        if batch.audio is not None:
-            loss = loss + F.mse_loss(pred_a.float(), target_a)
-        return loss
+        audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
+        return summed(F.mse_loss(pred_v.float(), target), audio, parts)
+
+
+@dataclass(frozen=True)
+class Keyframes(AudioVideo):
+    """First and last frame, as LTX2ConditionPipeline conditions on two keyframe images (latent
+    index 0 and -1), each re-compressed and encoded on its own (the cache's `keyframe_first`,
+    `keyframe_last`): the first image's latent overwrites the first latent frame, timestep 0;
+    the last image's is appended after the video's tokens at the positions the pipeline gives
+    a keyframe (`ltx.keyframes.keyframe_coords`), timestep 0. The loss covers only the
+    generated tokens: latent frames 1.. of the video (the last one included) and the audio."""
+
+    name: str = "keyframes"
+
+    def loss(
+        self,
+        denoiser: dict,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        batch: Batch,
+        cfg: TrainerConfig,
+        generator: torch.Generator,
+        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        if batch.keyframes is None:
+            raise UserError(
+                "trainer.strategy=keyframes needs keyframe images in the cache: re-run "
+                "`ltx-lora preprocess preprocess.keyframes=first_last`"
+            )
+        first, last = batch.keyframes
+        x0 = batch.video  # [B, C, F, H, W]
+        b, _, f, h, w = x0.shape
+        sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
+        noise = sharded_randn(x0.shape, generator, batch.shard)
+        x_t, target = noisy_latents(x0, noise, sv)
+        x_t[:, :, 0] = first[:, :, 0]  # the first image, as the pipeline overwrites frame 0
+        token_sigma = sv[:, None].expand(b, f * h * w).clone()  # tokens are frame-major
+        token_sigma[:, : h * w] = 0.0
+        coords = last_frame_coords(denoiser["transformer"], b, f, h, w, batch.fps)
+        x_a, target_a = _noised_audio(batch, sa, generator)
+        pred_v, pred_a = predict_with_appended(
+            denoiser, x_t, token_sigma, last, coords, x_a, batch.text, sa, fps=batch.fps
+        )
+        audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
+        return summed(F.mse_loss(pred_v[:, :, 1:].float(), target[:, :, 1:]), audio, parts)
+
+
+def last_frame_coords(
+    transformer: torch.nn.Module, batch: int, frames: int, height: int, width: int, fps: float
+) -> torch.Tensor:
+    """Where the condition pipeline puts a one-image keyframe given at latent index -1 of a
+    `frames`-latent-frame video: [B, 3, height*width, 2]."""
+    from ltx.keyframes import keyframe_coords
+
+    scale = transformer.config.get("vae_scale_factors", (8, 32, 32))
+    return keyframe_coords(
+        transformer.config, (scale[0], scale[1]), batch, frames - 1, 1, height, width, fps
+    )
 
 
 def predict_with_reference(
@@ -134,8 +191,36 @@ def predict_with_reference(
     fps: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`ltx.forward.predict_velocity` with reference tokens in the sequence: packed tokens
-    [target | reference], coords [target grid | reference grid], timestep [σ… | 0…]. Returns
-    the target's velocity [B, C, F, H, W] and the audio's."""
+    [target | reference], coords [target grid | reference grid] (the same grid, as
+    LTX2InContextPipeline computes them), timestep [σ… | 0…]. Returns the target's velocity
+    [B, C, F, H, W] and the audio's."""
+    transformer = denoiser["transformer"]
+    b, _, f, h, w = video.shape
+    _, _, rf, rh, rw = reference.shape
+    coords = transformer.rope.prepare_video_coords(b, rf, rh, rw, video.device, fps=fps)
+    per_token = sigma_video.reshape(-1, 1).expand(b, f * h * w)
+    return predict_with_appended(
+        denoiser, video, per_token, reference, coords, audio, text, sigma_audio, fps=fps
+    )
+
+
+def predict_with_appended(
+    denoiser: dict,
+    video: torch.Tensor,
+    token_sigma: torch.Tensor,
+    appended: torch.Tensor,
+    appended_coords: torch.Tensor,
+    audio: torch.Tensor | None,
+    text: dict[str, torch.Tensor],
+    sigma_audio: torch.Tensor,
+    *,
+    fps: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The velocity of `video` [B, C, F, H, W] (per-token noise levels `token_sigma` [B, F*H*W])
+    with clean conditioning latents `appended` [B, C, f, h, w] after its tokens at positions
+    `appended_coords` [B, 3, f*h*w, 2], their timestep 0: how the IC-LoRA and condition
+    pipelines lay out a sequence. Returns the video's velocity (appended tokens dropped) and
+    the audio's."""
     from diffusers import LTX2Pipeline
 
     from ltx.forward import _packed_audio, _timestep, connect_text
@@ -147,23 +232,16 @@ def predict_with_reference(
     video_text, audio_text, mask = connect_text(denoiser["connectors"], text)
     b, _, f, h, w = video.shape
     target = LTX2Pipeline._pack_latents(video, cfg.patch_size, cfg.patch_size_t)
-    ref = LTX2Pipeline._pack_latents(reference, cfg.patch_size, cfg.patch_size_t)
-    tokens = torch.cat([target, ref.to(target)], dim=1)
+    extra = LTX2Pipeline._pack_latents(appended, cfg.patch_size, cfg.patch_size_t)
+    tokens = torch.cat([target, extra.to(target)], dim=1)
     packed_audio, isolate = _packed_audio(audio, b, cfg.audio_in_channels, target)
-    per_token = torch.cat(
-        [
-            sigma_video.reshape(-1, 1).expand(b, target.shape[1]),
-            sigma_video.new_zeros(b, ref.shape[1]),
-        ],
-        dim=1,
-    )
+    per_token = torch.cat([token_sigma, token_sigma.new_zeros(b, extra.shape[1])], dim=1)
     t_video, t_audio = _timestep(per_token, b, tokens), _timestep(sigma_audio, b, tokens)
     device, dtype = tokens.device, transformer.dtype
-    _, _, rf, rh, rw = reference.shape
     coords = torch.cat(
         [
             transformer.rope.prepare_video_coords(b, f, h, w, device, fps=fps),
-            transformer.rope.prepare_video_coords(b, rf, rh, rw, device, fps=fps),
+            appended_coords.to(device),
         ],
         dim=2,
     )
@@ -188,7 +266,7 @@ def predict_with_reference(
         isolate_modalities=isolate,
         use_cross_timestep=use_cross_timestep(transformer),
         return_dict=False,
-        # the target's first frame only: appended references stay unmarked
+        # the target's first frame only: appended conditions stay unmarked
         **marker_kwargs(transformer, b, tokens.shape[1], h, w),
     )
     video_v = LTX2Pipeline._unpack_latents(
@@ -207,7 +285,9 @@ def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator)
     return noisy_latents(batch.audio, noise, sigma)
 
 
-STRATEGIES = {s.name: s for s in (AudioVideo(), TextToVideo(), ImageToVideo(), ReferenceVideo())}
+STRATEGIES = {
+    s.name: s for s in (AudioVideo(), TextToVideo(), ImageToVideo(), ReferenceVideo(), Keyframes())
+}
 
 
 def get_strategy(name: str) -> AudioVideo:

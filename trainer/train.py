@@ -39,6 +39,7 @@ from trainer.plan import plan_training
 from trainer.runtime import (
     SAMPLES_DIR,
     ValidationSampler,
+    cache_has_audio,
     check_cache,
     check_inputs,
     empty_prompt,
@@ -75,6 +76,23 @@ class Progress:
     history: list[float] = field(default_factory=list)
     loop_s: float = 0.0  # wall time of the steps run in this process
     data_wait_s: float = 0.0  # of which: waiting for the next batch
+    # each modality's loss over the logging window (`video`, `audio`), beside `window`
+    modality_window: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, loss: float, parts: dict[str, float]) -> None:
+        """One step's loss, and each modality's."""
+        self.history.append(loss)
+        self.window.append(loss)
+        for name, value in parts.items():
+            self.modality_window.setdefault(name, []).append(value)
+
+    def close_window(self, step: int, lr: float) -> None:
+        """A log row of means over the window: one step's loss mostly measures its random σ."""
+        means = {f"loss_{m}": sum(v) / len(v) for m, v in self.modality_window.items()}
+        loss = sum(self.window) / len(self.window)
+        self.log.append({"step": step, "loss": loss, **means, "lr": lr})
+        self.window.clear()
+        self.modality_window.clear()
 
 
 @dataclass(frozen=True)
@@ -154,8 +172,10 @@ def train(
     )
 
     torch.manual_seed(seed)  # the adapter's initial values
+    # a run that trains no audio puts no adapter on audio modules (they would learn nothing)
+    audio = cfg.strategy != "text_to_video" and cache_has_audio(cache_dir, index)
     placed = place(
-        model_path, model_cfg, lora_cfg, cfg, accelerator.device, accelerator.num_processes
+        model_path, model_cfg, lora_cfg, cfg, accelerator.device, accelerator.num_processes, audio
     )
     transformer, params = placed.transformer, placed.params
     comps = load_components(model_path, ["connectors", "scheduler"], model_cfg.dtype)
@@ -199,7 +219,7 @@ def train(
             total=cfg.max_steps,
         )
         for step in bar:
-            loss, started = 0.0, time.perf_counter()
+            loss, started, parts = 0.0, time.perf_counter(), {}
             for micro_index in range(cfg.grad_accum):
                 waited = time.perf_counter()
                 progress.epoch, progress.index, batch = next(stream)
@@ -207,12 +227,16 @@ def train(
                     batch, empty_text, cfg.caption_dropout, seed, step, micro_index
                 )
                 progress.data_wait_s += time.perf_counter() - waited
+                micro_parts: dict[str, float] = {}
                 with accelerator.autocast():
                     micro = (
-                        strategy.loss(denoiser, scheduler, batch, cfg, generator) / cfg.grad_accum
+                        strategy.loss(denoiser, scheduler, batch, cfg, generator, parts=micro_parts)
+                        / cfg.grad_accum
                     )
                 accelerator.backward(micro)
                 loss += micro.item()
+                for name, value in micro_parts.items():
+                    parts[name] = parts.get(name, 0.0) + value / cfg.grad_accum
             loss = _average(loss, params, accelerator)
             _check_loss(loss, progress.history, step, run, cfg)  # before the bad update lands
             grad_norm = accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
@@ -223,18 +247,9 @@ def train(
                 _ema_update(ema, params, cfg.ema_decay)
             progress.step = step
             progress.loop_s += time.perf_counter() - started
-            progress.history.append(loss)
-            progress.window.append(loss)
+            progress.record(loss, _mean_over_processes(parts, accelerator))
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                # mean over the window: one step's loss mostly measures its random σ
-                progress.log.append(
-                    {
-                        "step": step,
-                        "loss": sum(progress.window) / len(progress.window),
-                        "lr": lr_schedule.get_last_lr()[0],
-                    }
-                )
-                progress.window.clear()
+                progress.close_window(step, lr_schedule.get_last_lr()[0])
                 bar.set_postfix(loss=f"{progress.log[-1]['loss']:.4f}")
                 logged = {k: v for k, v in progress.log[-1].items() if k != "step"}
                 accelerator.log({**logged, "grad_norm": float(grad_norm)}, step=step)
@@ -315,6 +330,15 @@ def _average(loss: float, params: dict[str, torch.nn.Parameter], accelerator: Ac
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
     return accelerator.reduce(torch.tensor([loss]), reduction="mean").item()
+
+
+def _mean_over_processes(parts: dict[str, float], accelerator: Accelerator) -> dict[str, float]:
+    """Each modality's loss of this step, averaged over processes like the loss itself."""
+    if accelerator.num_processes == 1 or not parts:
+        return parts
+    names = sorted(parts)
+    values = accelerator.reduce(torch.tensor([parts[n] for n in names]), reduction="mean")
+    return dict(zip(names, values.tolist(), strict=True))
 
 
 def _ranks_agree(params: dict[str, torch.nn.Parameter], accelerator: Accelerator) -> float:

@@ -19,8 +19,10 @@ def setup(cache_dir, model_path):
     comps = load_components(model_path, ["transformer", "connectors", "scheduler"])
     denoiser = {"transformer": comps["transformer"], "connectors": comps["connectors"]}
     batch = collate(load_split(cache_dir, "train")[:1])
-    # a control latent of the clip's shape (the cache holds one with preprocess.reference=edges)
-    batch = replace(batch, reference=batch.video.flip(-1) * 0.5)
+    # a control latent of the clip's shape (the cache holds one with preprocess.reference=edges),
+    # and keyframe latents of one frame (the cache holds them with preprocess.keyframes=first_last)
+    frame = batch.video[:, :, :1]
+    batch = replace(batch, reference=batch.video.flip(-1) * 0.5, keyframes=(frame, frame * 0.5))
     return denoiser, comps["scheduler"], batch
 
 
@@ -40,7 +42,13 @@ def captured_call(denoiser, strategy, scheduler, batch, seed=0):
 
 
 def test_registry_names_every_mode() -> None:
-    assert set(STRATEGIES) == {"audio_video", "text_to_video", "image_to_video", "reference_video"}
+    assert set(STRATEGIES) == {
+        "audio_video",
+        "text_to_video",
+        "image_to_video",
+        "reference_video",
+        "keyframes",
+    }
     assert all(get_strategy(n).name == n for n in STRATEGIES)
 
 
@@ -50,7 +58,8 @@ def test_loss_is_a_finite_scalar(setup, name) -> None:
     loss, seen = captured_call(denoiser, get_strategy(name), scheduler, batch)
     assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
     b, c, f, h, w = batch.video.shape
-    tokens = f * h * w * (2 if name == "reference_video" else 1)  # + the reference's
+    # + the reference's, or the appended last image's
+    tokens = f * h * w + {"reference_video": f * h * w, "keyframes": h * w}.get(name, 0)
     assert seen["hidden_states"].shape == (b, tokens, c)  # packed [B, F*H*W, C]
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from stagekit.errors import UserError
 from tests.integration.conftest import TINY
 from tests.integration.train_job import LINEAGE
 from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
@@ -358,3 +359,69 @@ def test_a_run_stopped_by_the_loss_guard_ends_failed_in_mlflow(
     (exp,) = [e for e in client.search_experiments() if e.name == "ltx-lora-train"]
     (found,) = client.search_runs([exp.experiment_id])
     assert found.info.status == "FAILED"
+
+
+# ------------------------------------------------------------------------------------ audio
+
+
+def adapter_keys(out: Path) -> list[str]:
+    with safe_open(out / "train/adapter/adapter.safetensors", "pt") as f:
+        return list(f.keys())
+
+
+def test_a_run_without_audio_trains_no_audio_module(cache_dir, model_path, tmp_path) -> None:
+    """lora.targets=all on the same cache: the joint run adapts the audio, audio-cross and
+    audio feed-forward modules and logs each modality's loss (summing to the loss); the
+    video-only run has not one audio key in its adapter, and logs the video loss alone."""
+    every = LoraConfig(rank=4, alpha=8, targets="all")
+    run(cache_dir, tmp_path / "joint", model_path, every, strategy="audio_video")
+    run(cache_dir, tmp_path / "video", model_path, every, strategy="text_to_video")
+    joint, video = adapter_keys(tmp_path / "joint"), adapter_keys(tmp_path / "video")
+    audio_keys = [k for k in joint if "audio" in k]
+    assert {"audio_attn1", "audio_to_video_attn", "video_to_audio_attn", "audio_ff"} <= {
+        part for k in audio_keys for part in k.split(".")
+    }
+    assert not [k for k in video if "audio" in k]
+    assert sorted(video) == sorted(k for k in joint if "audio" not in k)
+    rows = [
+        json.loads(r) for r in (tmp_path / "joint/train/metrics.jsonl").read_text().splitlines()
+    ]
+    for row in rows:  # log_every=1: each row is one step
+        assert row["loss_audio"] > 0 and row["loss_video"] > 0
+        assert row["loss"] == pytest.approx(row["loss_video"] + row["loss_audio"], rel=1e-6)
+    rows = [
+        json.loads(r) for r in (tmp_path / "video/train/metrics.jsonl").read_text().splitlines()
+    ]
+    assert all("loss_audio" not in r and r["loss"] == pytest.approx(r["loss_video"]) for r in rows)
+
+
+# -------------------------------------------------------------------------------- keyframes
+
+
+def test_keyframes_preprocess_and_train_end_to_end(
+    workspace, cache_dir, model_path, tmp_path
+) -> None:
+    """preprocess.keyframes=first_last caches each clip's first and last frame encoded on its
+    own ([C, 1, H, W] beside the video); trainer.strategy=keyframes trains on them; a cache
+    without them is refused before a checkpoint folder exists, naming the setting."""
+    from trainer.cache import build_cache
+
+    cache = tmp_path / "cache"
+    build_cache(
+        workspace.captioned("sample") / "manifest.jsonl",
+        workspace.curated("sample"),
+        cache,
+        model_path,
+        TINY,
+        PreprocessConfig(keyframes="first_last"),
+        progress=False,
+    )
+    shard = load_file(next(cache.glob("*.safetensors")))
+    c, _, h, w = shard["video"].shape
+    assert shard["keyframe_first"].shape == shard["keyframe_last"].shape == (c, 1, h, w)
+    run(cache, tmp_path / "kf", model_path, strategy="keyframes")
+    assert all(loss > 0 and loss == loss for loss in losses(tmp_path / "kf"))
+    assert (tmp_path / "kf/train/adapter/adapter.safetensors").is_file()
+    with pytest.raises(UserError, match=r"preprocess\.keyframes=first_last"):
+        run(cache_dir, tmp_path / "refused", model_path, strategy="keyframes")
+    assert not (tmp_path / "refused/ckpt").exists()
