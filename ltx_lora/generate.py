@@ -31,6 +31,11 @@ def add_parser(verbs: Any) -> None:
     )
     sub.add_argument("--scale", type=float, default=1.0, help="adapter strength (default 1)")
     sub.add_argument(
+        "--allow-cross-version",
+        action="store_true",
+        help="use an adapter on a base model (LTX version) it was not trained or evaluated on",
+    )
+    sub.add_argument(
         "--tracking-uri", help="MLflow tracking URI of the registry (default: workspace sqlite)"
     )
     sub.add_argument(
@@ -52,9 +57,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config("evaluate", args.overrides, ws.root)
         stages.configure_runtime(cfg)
-        adapter = resolve_adapter(args, ws)
+        adapter = resolve_adapter(args, ws, cfg.model.ltx_version)
         out = args.out or ws.root / "generated" / f"{_slug(args.prompt)}-seed{args.seed}.mp4"
-        render(stages.model_path(ws, cfg), cfg, adapter, args.prompt, args.seed, out, args.scale)
+        allow = args.allow_cross_version
+        render(
+            stages.model_path(ws, cfg), cfg, adapter, args.prompt, args.seed, out, args.scale, allow
+        )
     except UserError as e:
         print(f"ltx-lora generate: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -62,8 +70,10 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_adapter(args: argparse.Namespace, ws: Any) -> Path:
-    """A local file as is; a registry reference pulled (verified) into the workspace cache."""
+def resolve_adapter(args: argparse.Namespace, ws: Any, base: str | None = None) -> Path:
+    """A local file as is; a registry reference pulled (verified) into the workspace cache,
+    refused when `base` (the LTX version rendered with) is not one the adapter was trained or
+    evaluated on, unless --allow-cross-version (registry.compat)."""
     spec = args.adapter
     if spec.endswith(LOCAL_SUFFIX) or Path(spec).is_file():
         path = Path(spec).expanduser()
@@ -76,7 +86,13 @@ def resolve_adapter(args: argparse.Namespace, ws: Any) -> Path:
 
     name, ref = parse_ref(spec)
     dest = ws.root / ".adapters" / name / ref
-    return pull(open_registry(args), name, ref, "diffusers", dest).path
+    allow = getattr(args, "allow_cross_version", False)
+    got = pull(
+        open_registry(args), name, ref, "diffusers", dest, base=base, allow_cross_version=allow
+    )
+    if got.warning:
+        print(f"ltx-lora generate: warning: {got.warning}", file=sys.stderr)
+    return got.path
 
 
 def render(
@@ -87,14 +103,17 @@ def render(
     seed: int,
     out: Path,
     scale: float = 1.0,
+    allow_cross_version: bool = False,
 ) -> Path:
-    """One clip with the adapter, refused when the adapter was made for another base model."""
+    """One clip with the adapter, refused when the adapter was made for another base model
+    (unless `allow_cross_version`)."""
     from evaluation.adapters import check_base_model
     from ltx.identity import model_hash
     from ltx.loading import load_pipeline
     from ltx.sampling import generate, write_clip
 
-    check_base_model(adapter, model_hash(model_path))
+    if not allow_cross_version:
+        check_base_model(adapter, model_hash(model_path))
     pipe = load_pipeline(model_path, cfg.model.dtype, inference=True)
     settings = {**cfg.evaluation.render_settings(), "adapter_scale": scale}
     (clip,) = generate(pipe, [prompt], [seed], adapter=adapter, **settings)

@@ -330,3 +330,21 @@ def test_fetch_returns_a_verified_path_without_importing_torch(client, tmp_path)
     assert path.name == "pytorch_lora_weights.safetensors" and path.parent.name == "diffusers"
     manifest = show(client, NAME, "champion")["files"]["adapter.safetensors"]
     assert sha256_file(path) == manifest["sha256"]
+
+
+# --- generate on another base version ---------------------------------------------------------
+
+
+def test_generate_on_another_base_version_is_refused_unless_allowed(client, tmp_path, capsys):
+    add(client, tmp_path, 1)  # trained and evaluated on LTX-2.0
+    argv = ["--workspace", str(tmp_path), "generate", "model=ltx2_5"]
+    argv += ["--tracking-uri", client.tracking_uri, "--adapter", f"{NAME}@candidate"]
+    argv += ["--prompt", "zorblat mascot", "--out", str(tmp_path / "x.mp4")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "trained on LTX-2.0" in err and "not on LTX-2.5" in err
+    assert "or pass --allow-cross-version" in err
+    assert main([*argv, "--allow-cross-version"]) == 1  # now it gets as far as the base weights
+    err = capsys.readouterr().err
+    assert "used anyway (--allow-cross-version)" in err and "model.path" in err
+    assert not (tmp_path / "x.mp4").exists()
