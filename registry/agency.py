@@ -15,10 +15,12 @@ from registry.licence import DISTRIBUTIONS
 
 VERBS = {
     "licence": "record a version's licence (base model, data rights) and its distribution flag",
+    "archive": "retire a version: kept (files until --keep-days), never promoted or synced",
     "sync": "keep a folder (e.g. ComfyUI/models/loras) holding exactly the entitled champions",
 }
 EXAMPLES = """\
   ltx-lora registry licence acme.mascot 3 --distribution client --reason "client sign-off"
+  ltx-lora registry archive acme.mascot 2 --reason "superseded" --keep-days 365
   ltx-lora registry sync --alias champion --for comfyui --to ComfyUI/models/loras --client acme
   ltx-lora pull acme.mascot@champion --for diffusers --to adapters/ --base 2.5
 """
@@ -159,5 +161,29 @@ def _print_sync(dest: Path, result: Any) -> None:
     print(f"{dest}: {len(result.written) + len(result.unchanged)} adapter(s); {state}")
 
 
-_ARGS = {"licence": _args_licence, "sync": _args_sync}
-_HANDLERS = {"licence": _licence, "sync": _sync}
+def _args_archive(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("version", type=int, metavar="VERSION")
+    sub.add_argument("--keep-days", type=int, default=365, help="files kept at least (days)")
+    sub.add_argument("--reason", help="why: recorded in the history")
+    sub.add_argument("--actor", help="who, for the record (default: the OS user)")
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from registry.commands import open_registry
+    from registry.retire import archive
+
+    note = archive(
+        open_registry(args),
+        args.name,
+        args.version,
+        reason=args.reason,
+        actor=args.actor,
+        keep_days=args.keep_days,
+    )
+    print(f"{args.name} version {args.version} archived: {note}")
+    return 0
+
+
+_ARGS = {"licence": _args_licence, "archive": _args_archive, "sync": _args_sync}
+_HANDLERS = {"licence": _licence, "archive": _archive, "sync": _sync}

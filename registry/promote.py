@@ -20,6 +20,7 @@ from registry.describe import fetch_version, known_models, known_versions
 from registry.licence import require
 from registry.names import CHAMPION, KEY_SCORE, split_model_name
 from registry.register import EVAL_SUITE_TAG
+from registry.retire import refuse_archived
 from registry.store import client_workspace
 from stagekit.errors import UserError
 
@@ -67,6 +68,7 @@ def promote(
         current = _champion(client, name)
         if current is not None and int(current.version) == int(candidate.version):
             return None
+        refuse_archived(candidate, f"promotion of {name} version {version}")
         require(candidate, "client", f"promotion of {name} version {version} to {CHAMPION}")
         why = _gate(candidate, current, key_score, force)
         why = f"{reason.strip()} ({why})" if reason and reason.strip() else why
@@ -90,6 +92,7 @@ def rollback(
                 "to roll back to (promote another version instead)"
             )
         target = fetch_version(client, name, str(previous))
+        refuse_archived(target, f"rollback of {name} to version {previous}")
         require(target, "client", f"rollback of {name} to version {previous}")
         why = reason.strip() if reason and reason.strip() else "rollback"
         return _move(client, name, target, current, "rollback", why, actor, None)

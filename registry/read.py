@@ -74,6 +74,7 @@ def show(client: MlflowClient, name: str, ref: str) -> dict[str, Any]:
         "licence": record_of(tags),
         "evaluated_on": evaluated_on(tags),
         "supported_bases": supported_bases(tags),
+        "archived": tags.get("archived"),
     }
 
 

@@ -348,3 +348,37 @@ def test_generate_on_another_base_version_is_refused_unless_allowed(client, tmp_
     err = capsys.readouterr().err
     assert "used anyway (--allow-cross-version)" in err and "model.path" in err
     assert not (tmp_path / "x.mp4").exists()
+
+
+# --- retire -----------------------------------------------------------------------------------
+
+
+def test_archive_keeps_the_version_records_who_and_why_and_blocks_promotion(
+    client, tmp_path, capsys
+):
+    v1 = add(client, tmp_path, 1).version
+    promote(client, NAME, v1)
+    v2 = add(client, tmp_path, 2).version
+    promote(client, NAME, v2)
+    ws = ["--workspace", str(tmp_path)]
+    assert main([*ws, "registry", "archive", NAME, str(v2), "--reason", "old"]) == 1
+    assert "is candidate, champion: move the alias first" in capsys.readouterr().err
+    args = [*ws, "registry", "archive", NAME, str(v1), "--reason", "superseded by v2"]
+    assert main([*args, "--keep-days", "30", "--actor", "dana"]) == 0
+    assert "files kept until" in capsys.readouterr().out
+    assert "superseded by v2" in show(client, NAME, str(v1))["archived"]
+    assert client.get_model_version(NAME, str(v1)).run_id  # nothing deleted
+    with pytest.raises(UserError, match=r"rollback of .* version 1 refused: .*archived"):
+        main_rollback(client)
+    with pytest.raises(UserError, match=r"promotion of acme\.mascot version 1 refused"):
+        promote(client, NAME, v1, force=True, reason="bring it back")
+    events = alias_history(client, NAME)
+    assert [e.action for e in events] == ["promote", "promote", "archive"]
+    assert events[-1].who == "dana" and "superseded by v2" in events[-1].why
+    assert pull(client, NAME, str(v1), "comfyui", tmp_path / "audit").version == v1  # files kept
+
+
+def main_rollback(client: Any) -> None:
+    from registry.promote import rollback
+
+    rollback(client, NAME, reason="flicker")
