@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -28,9 +30,13 @@ class FeaturesConfig(_Strict):
 
 
 class StatsConfig(_Strict):
-    resamples: int = Field(2000, ge=100)
+    """Intervals on per-prompt means (evaluation/stats.py); a suite with fewer prompts than
+    `confidence` needs (6 at 0.95) is reported as too small and cannot pass the gate."""
+
+    method: Literal["t", "bootstrap-t"] = "t"  # bootstrap-t: studentised cluster bootstrap
+    resamples: int = Field(2000, ge=100)  # bootstrap-t only
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    seed: int = 0
+    seed: int = 0  # bootstrap-t only
 
 
 class GateConfig(_Strict):
@@ -46,6 +52,9 @@ class GateConfig(_Strict):
     # held-out denoising error, adapter - base: its CI lower bound must not exceed this (None:
     # report only). Above 0 = the adapter predicts the reference clips confidently worse.
     max_denoise_error_change_ci_low: float | None = 0.0
+    # when the reference clips move: the adapter's share of moving renders may fall at most this
+    # far below min(base, references) (None: report only)
+    max_dynamic_degree_drop: float | None = Field(0.25, ge=0.0, le=1.0)
 
 
 class EvaluationConfig(_Strict):

@@ -19,8 +19,7 @@ from evaluation.features import FeatureStore
 from evaluation.gate import judge
 from evaluation.renders import RenderJob, ensure_renders, render_key
 from evaluation.report import render_report
-from evaluation.score import Sample, Scored, score
-from evaluation.stats import paired_summary
+from evaluation.score import Sample, Scored, add_summary, score, summarise
 from evaluation.suite import Suite, curated_clips, load_suite, reference_clips
 from ltx.config import ModelConfig
 from ltx.identity import model_hash
@@ -29,7 +28,7 @@ from stagekit.files import atomic_dir, write_json, write_text
 from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-EVAL_VERSION = 4  # bump when scores change meaning, so old records are not reused
+EVAL_VERSION = 5  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -91,7 +90,7 @@ def evaluate(
         raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
     scored = score(samples, references, training, store, cfg)
     _denoising(scored, pipe, sides, ref_hashes, suite, cfg, (cache_dir, mhash))
-    verdict = judge(scored.scores, cfg.gate)
+    verdict = judge(scored.scores, cfg.gate, scored.stats)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
         metrics["adapter_strength"] = cfg.adapter_strength
@@ -162,15 +161,12 @@ def _denoising(
         return
     label = f"denoising@sigmas={','.join(f'{s:g}' for s in SIGMAS)}"
     diffs = {k: errors["adapter"][k] - errors["base"][k] for k in errors["base"]}
-    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
+    # the gate's bound is the dual test's null: "confidently worse" and p < alpha/2 agree
+    summary = summarise(diffs, cfg, cfg.gate.max_denoise_error_change_ci_low or 0.0)
     for side in ("base", "adapter"):
         out.scores[f"denoise_error_{side}"] = float(np.mean(list(errors[side].values())))
-    out.scores["denoise_error_change"] = summary.mean
-    out.scores["denoise_error_change_ci_low"] = summary.ci_low
-    out.scores["denoise_error_change_ci_high"] = summary.ci_high
-    for name in [k for k in out.scores if k.startswith("denoise_error")]:
-        out.labels[name] = label
-    out.stats["denoise_error_change"] = summary.as_dict()
+        out.labels[f"denoise_error_{side}"] = label
+    add_summary(out, "denoise_error_change", summary, label)
 
 
 def _metrics(
@@ -189,6 +185,7 @@ def _metrics(
         "rule": verdict.rule,
         "reasons": verdict.reasons,
         "checks": verdict.checks,
+        "evidence": verdict.evidence,
         "scores": scored.scores,
         "score_backends": scored.labels,
         "unavailable": {**scored.unavailable},

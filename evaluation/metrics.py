@@ -17,6 +17,26 @@ def fidelity(generated: np.ndarray, reference: np.ndarray) -> float:
     return mean_cosine(generated, reference)
 
 
+def reference_ceiling(references: list[np.ndarray]) -> float:
+    """The fidelity a perfect render would reach: each reference clip's frames [K, D] against
+    every other reference's frames, averaged (needs ≥ 2 clips)."""
+    if len(references) < 2:
+        raise ValueError("a reference ceiling needs at least two reference clips")
+    return float(
+        np.mean(
+            [
+                fidelity(f, np.concatenate(references[:i] + references[i + 1 :]))
+                for i, f in enumerate(references)
+            ]
+        )
+    )
+
+
+def normalised(value: float, floor: float, ceiling: float) -> float:
+    """DreamBooth-style normalisation: 0 at the base model's floor, 1 at the reference ceiling."""
+    return (value - floor) / (ceiling - floor)
+
+
 def temporal_consistency(frames: np.ndarray) -> float:
     """Mean cosine between consecutive frames' features: 1 for a stable subject, lower when the
     content flickers or morphs."""

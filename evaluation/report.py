@@ -43,12 +43,13 @@ def render_report(metrics: dict[str, Any]) -> str:
 <p id="verdict">Verdict: <strong class="{verdict}">{verdict}</strong></p>
 <ul id="reasons">{reasons}</ul>
 <p class="muted">Rule: {e(metrics["rule"])}</p>
+<h2>Rules and their evidence</h2>{_rules(metrics)}
 <p class="muted">Base model {e(metrics["base_model"])}; {metrics["n_references"]} reference
 clips; {metrics["n_samples"]} prompt × seed pairs; prompts from {e(metrics["suite_source"])}.
 Backends: {e(", ".join(f"{k} = {v}" for k, v in metrics["backends"].items()))}.</p>
 <p class="muted" id="video-status">videos loaded: <span id="videos-loaded">0</span> /
 <span id="videos-total">{n_videos}</span>, failed: <span id="videos-failed">0</span></p>
-<h2>Fidelity per prompt</h2>{_plot(metrics)}
+<h2>Fidelity lift per prompt (adapter − base)</h2>{_plot(metrics)}
 <h2>Scores</h2>{_score_table(metrics)}
 {_unavailable(metrics)}
 <h2>Samples (base | adapter | [champion |] reference)</h2>{_samples(metrics)}
@@ -66,7 +67,11 @@ def _interval(metrics: dict[str, Any], name: str) -> str:
     s = metrics["stats"].get(name)
     if s is None:
         return ""
-    extra = f", Wilcoxon p {s['wilcoxon_p']:.3f}" if s.get("wilcoxon_p") is not None else ""
+    if s.get("ci_low") is None:
+        return f"no interval: {s['n_prompts']} prompt(s)"
+    extra = f", p {s['p_value']:.4f}" if s.get("p_value") is not None else ""
+    if s.get("sufficient") is False:
+        extra += f", too few prompts (< {s['min_prompts']})"
     return f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}] ({s['confidence']:.0%}){extra}"
 
 
@@ -91,44 +96,90 @@ def _unavailable(metrics: dict[str, Any]) -> str:
     return f'<h2>Not measured</h2><table id="unavailable">{rows}</table>'
 
 
+def _rules(metrics: dict[str, Any]) -> str:
+    """One row per applied rule: held or not, and what it looked at."""
+    rows = []
+    for name, held in metrics.get("checks", {}).items():
+        ev = metrics.get("evidence", {}).get(name, {})
+        cls, word = ("pass", "held") if held else ("fail", "broken")
+        rows.append(
+            f"<tr><th>{html.escape(name)}</th><td class='{cls}'>{word}</td>"
+            f"<td>{html.escape(_evidence_text(ev))}</td></tr>"
+        )
+    head = "<tr><th>rule</th><th></th><th>evidence</th></tr>"
+    return f'<table id="rules">{head}{"".join(rows)}</table>'
+
+
+def _evidence_text(ev: dict[str, Any]) -> str:
+    """'mean 0.0890, 95 % CI [0.0712, 0.1068] (t on per-prompt means, 8 prompts), d_z 2.10,
+    one-sided t test p 0.0001' — or the plain values of a non-statistical rule."""
+    if "ci" not in ev:
+        return ", ".join(f"{k} {_num(v)}" for k, v in ev.items())
+    low, high = (_num(v) for v in ev["ci"])
+    n = ev.get("n_prompts", ev.get("n_clips"))
+    unit = "prompts" if "n_prompts" in ev else "clips"
+    parts = [
+        f"mean {_num(ev['mean'])}",
+        f"{ev['confidence']:.0%} CI [{low}, {high}] ({ev['interval']}, {n} {unit})",
+    ]
+    if ev.get("effect_dz") is not None:
+        parts.append(f"d_z {ev['effect_dz']:.2f}")
+    if "test" in ev:
+        parts.append(f"{ev['test']}: p {_num(ev.get('p'))}")
+    return ", ".join(parts)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def _plot(metrics: dict[str, Any]) -> str:
-    """Inline SVG: per prompt, mean fidelity of base (grey) and adapter (blue) over seeds."""
-    prompts: dict[str, dict[str, list[float]]] = {}
+    """Inline SVG: per prompt, each seed's paired fidelity difference (small dots) and their mean
+    (large dot), a zero line, and the lift's interval as a band: the spread the interval rests
+    on, not only its mean."""
+    prompts: dict[str, list[float]] = {}
     for row in metrics["per_sample"]:
-        if row["group"] == "prior_preservation":
-            continue
-        p = prompts.setdefault(row["prompt"], {"base": [], "adapter": []})
-        for side in ("base", "adapter"):
-            p[side].append(row[side]["fidelity"])
-    values = [v for p in prompts.values() for side in p.values() for v in side] or [0.0, 1.0]
+        if row["group"] != "prior_preservation":
+            diff = row["adapter"]["fidelity"] - row["base"]["fidelity"]
+            prompts.setdefault(row["prompt"], []).append(diff)
+    stats = metrics["stats"].get("fidelity_lift", {})
+    band = [v for v in (stats.get("ci_low"), stats.get("ci_high")) if v is not None]
+    values = [v for d in prompts.values() for v in d] + band + [0.0]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
-    width, left, row_h = 640, 260, 26
+    width, left, row_h = 640, 260, 22
+    h = 40 + len(prompts) * row_h
 
     def x(v: float) -> float:
         return left + 20 + (v - lo) / span * (width - left - 40)
 
-    parts = []
-    for i, (prompt, sides) in enumerate(prompts.items()):
-        y = 20 + i * row_h
-        b, a = (sum(sides[s]) / len(sides[s]) for s in ("base", "adapter"))
-        parts.append(
-            f'<text x="4" y="{y + 4}" font-size="11">{html.escape(prompt[:40])}</text>'
-            f'<line x1="{x(b):.1f}" y1="{y}" x2="{x(a):.1f}" y2="{y}" stroke="#999"/>'
-            f'<circle cx="{x(b):.1f}" cy="{y}" r="5" fill="#888"><title>base {b:.4f}</title>'
-            "</circle>"
-            f'<circle cx="{x(a):.1f}" cy="{y}" r="5" fill="#2563eb"><title>adapter {a:.4f}</title>'
-            "</circle>"
+    parts = [f'<line x1="{x(0):.1f}" y1="8" x2="{x(0):.1f}" y2="{h - 18}" stroke="#444"/>']
+    if len(band) == 2:
+        parts.insert(
+            0,
+            f'<rect x="{x(band[0]):.1f}" y="8" width="{x(band[1]) - x(band[0]):.1f}" '
+            f'height="{h - 26}" fill="#2563eb" opacity="0.12"><title>lift interval '
+            f"[{band[0]:.4f}, {band[1]:.4f}]</title></rect>",
         )
-    h = 40 + len(prompts) * row_h
+    for i, (prompt, diffs) in enumerate(prompts.items()):
+        y = 20 + i * row_h
+        mean = sum(diffs) / len(diffs)
+        parts.append(f'<text x="4" y="{y + 4}" font-size="11">{html.escape(prompt[:40])}</text>')
+        parts += [f'<circle cx="{x(d):.1f}" cy="{y}" r="2.5" fill="#999"/>' for d in diffs]
+        parts.append(
+            f'<circle cx="{x(mean):.1f}" cy="{y}" r="5" fill="#2563eb"><title>mean lift '
+            f"{mean:.4f}</title></circle>"
+        )
     axis = (
         f'<text x="{left + 20}" y="{h - 4}" font-size="10">{lo:.3f}</text>'
+        f'<text x="{x(0) - 4:.1f}" y="{h - 4}" font-size="10">0</text>'
         f'<text x="{width - 60}" y="{h - 4}" font-size="10">{hi:.3f}</text>'
     )
     return (
         f'<svg id="fidelity-plot" width="{width}" height="{h}" xmlns="http://www.w3.org/2000/svg">'
         f"{''.join(parts)}{axis}</svg>"
-        '<p class="muted">grey: base model, blue: adapter (mean fidelity over seeds)</p>'
+        '<p class="muted">per prompt: grey, each seed\'s adapter − base fidelity; blue, their '
+        "mean; shaded, the lift's interval; the line is no change</p>"
     )
 
 

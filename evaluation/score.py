@@ -12,7 +12,7 @@ from tqdm import tqdm
 from evaluation import metrics, motion
 from evaluation.config import EvaluationConfig
 from evaluation.features import FeatureStore
-from evaluation.stats import paired_summary
+from evaluation.stats import PairedSummary, paired_summary
 
 SIDES = ("base", "adapter")
 DYNAMIC_SPEED = 0.005  # flow per frame width above which a clip counts as moving (VBench-like)
@@ -59,8 +59,10 @@ def score(
             }
     subject = [s for s in samples if s.group != "prior_preservation"]
     _fidelity(out, subject, cfg, img)
+    _normalised_fidelity(out, references, store, img)
     _vs_champion(out, subject, cfg, img)
     _per_side_means(out, subject, img)
+    _reference_motion(out, references, store)
     _diversity(out, subject, store, img)
     _copying(out, samples, training, store, cfg, img)
     _prior(out, [s for s in samples if s.group == "prior_preservation"], store, cfg, img)
@@ -74,28 +76,68 @@ def _add(out: Scored, name: str, value: float, backend: str) -> None:
     out.labels[name] = backend
 
 
+def summarise(
+    diffs: dict[tuple[str, int], float], cfg: EvaluationConfig, bound: float = 0.0
+) -> PairedSummary:
+    """The configured interval (and its dual test against `bound`) over per-prompt means."""
+    s = cfg.stats
+    return paired_summary(
+        diffs, s.confidence, bound=bound, method=s.method, resamples=s.resamples, seed=s.seed
+    )
+
+
+def add_summary(out: Scored, name: str, summary: PairedSummary, backend: str) -> None:
+    """`name` (the mean), `name_ci_low` / `_ci_high` when an interval exists, and its stats."""
+    _add(out, name, summary.mean, backend)
+    for end in ("ci_low", "ci_high"):
+        value = getattr(summary, end)
+        if np.isfinite(value):  # one prompt: no interval, and no score pretending to be one
+            _add(out, f"{name}_{end}", value, backend)
+    out.stats[name] = summary.as_dict()
+
+
 def _fidelity(out: Scored, subject: list[Sample], cfg: EvaluationConfig, img: str) -> None:
     diffs = {
         (s.prompt, s.seed): s.scores["adapter"]["fidelity"] - s.scores["base"]["fidelity"]
         for s in subject
     }
-    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
+    summary = summarise(diffs, cfg, cfg.gate.min_fidelity_lift_ci_low)
     for side in SIDES:
         _add(out, f"fidelity_{side}", np.mean([s.scores[side]["fidelity"] for s in subject]), img)
-    _add(out, "fidelity_lift", summary.mean, img)
-    _add(out, "fidelity_lift_ci_low", summary.ci_low, img)
-    _add(out, "fidelity_lift_ci_high", summary.ci_high, img)
+    add_summary(out, "fidelity_lift", summary, img)
+    if summary.p_value is not None:
+        _add(out, "fidelity_lift_p", summary.p_value, img)
     if summary.wilcoxon_p is not None:
         _add(out, "fidelity_lift_wilcoxon_p", summary.wilcoxon_p, img)
     if summary.effect_dz is not None:
         _add(out, "fidelity_lift_effect_dz", summary.effect_dz, img)
-    out.stats["fidelity_lift"] = summary.as_dict()
     for group in ("in_distribution", "out_of_distribution"):
         rows = [s for s in subject if s.group == group]
         for side in SIDES:
             if rows:
                 value = np.mean([s.scores[side]["fidelity"] for s in rows])
                 _add(out, f"fidelity_{group}_{side}", value, img)
+
+
+def _normalised_fidelity(
+    out: Scored, references: list[Path], store: FeatureStore, img: str
+) -> None:
+    """DreamBooth's reading of fidelity: 0 at the base model's floor, 1 at the reference ceiling
+    (how alike the reference clips are to each other: each against all the others)."""
+    if len(references) < 2:
+        out.unavailable["fidelity_normalised"] = "needs at least two reference clips (ceiling)"
+        return
+    ceiling = metrics.reference_ceiling([store.image(p) for p in references])
+    _add(out, "fidelity_reference_ceiling", ceiling, img)
+    floor = out.scores["fidelity_base"]
+    if ceiling - floor <= 1e-6:
+        out.unavailable["fidelity_normalised"] = (
+            f"the base already matches the references as well as they match each other "
+            f"(base {floor:.4f}, ceiling {ceiling:.4f})"
+        )
+        return
+    value = metrics.normalised(out.scores["fidelity_adapter"], floor, ceiling)
+    _add(out, "fidelity_normalised", value, img)
 
 
 def _vs_champion(out: Scored, subject: list[Sample], cfg: EvaluationConfig, img: str) -> None:
@@ -107,14 +149,11 @@ def _vs_champion(out: Scored, subject: list[Sample], cfg: EvaluationConfig, img:
         (s.prompt, s.seed): s.scores["adapter"]["fidelity"] - s.scores["champion"]["fidelity"]
         for s in subject
     }
-    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
+    summary = summarise(diffs, cfg, cfg.gate.min_lift_vs_champion_ci_low or 0.0)
     _add(
         out, "fidelity_champion", np.mean([s.scores["champion"]["fidelity"] for s in subject]), img
     )
-    _add(out, "fidelity_lift_vs_champion", summary.mean, img)
-    _add(out, "fidelity_lift_vs_champion_ci_low", summary.ci_low, img)
-    _add(out, "fidelity_lift_vs_champion_ci_high", summary.ci_high, img)
-    out.stats["fidelity_lift_vs_champion"] = summary.as_dict()
+    add_summary(out, "fidelity_lift_vs_champion", summary, img)
 
 
 def _per_side_means(out: Scored, subject: list[Sample], img: str) -> None:
@@ -129,6 +168,14 @@ def _per_side_means(out: Scored, subject: list[Sample], img: str) -> None:
         )
         moving = np.mean([r["motion_speed_rel"] > DYNAMIC_SPEED for r in rows])
         _add(out, f"dynamic_degree_{side}", moving, flow)
+
+
+def _reference_motion(out: Scored, references: list[Path], store: FeatureStore) -> None:
+    """How much the reference clips move: the motion rule applies only when they do."""
+    speeds = [store.motion(p)["speed_rel"] for p in references]
+    flow = motion.backend_label()
+    _add(out, "motion_speed_reference", np.mean(speeds), flow)
+    _add(out, "dynamic_degree_reference", np.mean([v > DYNAMIC_SPEED for v in speeds]), flow)
 
 
 def _diversity(out: Scored, subject: list[Sample], store: FeatureStore, img: str) -> None:
@@ -187,11 +234,7 @@ def _prior(
         sims[(s.prompt, s.seed)] = s.scores["adapter"]["prior_similarity"] = (
             metrics.paired_frame_similarity(a, b)
         )
-    summary = paired_summary(sims, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
-    _add(out, "prior_preservation", summary.mean, img)
-    _add(out, "prior_preservation_ci_low", summary.ci_low, img)
-    _add(out, "prior_preservation_ci_high", summary.ci_high, img)
-    out.stats["prior_preservation"] = summary.as_dict()
+    add_summary(out, "prior_preservation", summarise(sims, cfg), img)
 
 
 def _adherence(
@@ -212,9 +255,7 @@ def _adherence(
     for side in SIDES:
         value = np.mean([s.scores[side]["adherence"] for s in subject])
         _add(out, f"prompt_adherence_{side}", value, backend)
-    summary = paired_summary(diffs, cfg.stats.resamples, cfg.stats.confidence, cfg.stats.seed)
-    _add(out, "prompt_adherence_lift", summary.mean, backend)
-    out.stats["prompt_adherence_lift"] = summary.as_dict()
+    add_summary(out, "prompt_adherence_lift", summarise(diffs, cfg), backend)
 
 
 def _fvd(

@@ -101,7 +101,21 @@ def test_metrics_json_keeps_the_registry_contract(evaluated) -> None:
     assert s["denoise_error_change_ci_low"] <= change <= s["denoise_error_change_ci_high"]
     assert metrics["score_backends"]["denoise_error_base"] == "denoising@sigmas=0.1,0.3,0.5,0.7,0.9"
     assert metrics["verdict"] == ("pass" if not metrics["reasons"] else "fail")
-    assert len(metrics["per_sample"]) == 4 * 2  # 4 prompts × 2 seeds
+    assert len(metrics["per_sample"]) == 7 * 2  # 6 subject + 1 class prompt, × 2 seeds
+    # the interval is over the 6 subject prompts (enough at 95 %), its dual test beside it
+    lift = metrics["stats"]["fidelity_lift"]
+    assert lift["n_prompts"] == 6 and lift["sufficient"] and lift["method"] == "t"
+    assert (s["fidelity_lift_ci_low"] > 0) == (s["fidelity_lift_p"] < 0.025)
+    ev = metrics["evidence"]["fidelity_lift"]
+    assert ev["ci"] == [s["fidelity_lift_ci_low"], s["fidelity_lift_ci_high"]]
+    assert ev["p"] == s["fidelity_lift_p"] and ev["n_prompts"] == 6
+    assert set(metrics["evidence"]) == set(metrics["checks"])
+    # normalised between the base floor and the reference ceiling
+    ceiling, base = s["fidelity_reference_ceiling"], s["fidelity_base"]
+    if "fidelity_normalised" in s:
+        expected = (s["fidelity_adapter"] - base) / (ceiling - base)
+        assert s["fidelity_normalised"] == pytest.approx(expected)
+    assert 0.0 <= s["dynamic_degree_reference"] <= 1.0
     assert evaluated["first"]["verdict"] == metrics["verdict"]
 
 
@@ -174,12 +188,13 @@ def test_report_renders_in_chromium_with_videos_and_verdict(evaluated, tmp_path)
     browser = find_chromium()
     dom = render(browser, page, tmp_path, "--virtual-time-budget=15000", "--dump-dom").stdout
     total = int(re.search(r'id="videos-total">(\d+)<', dom).group(1))
-    assert total == 3 * 8  # base | adapter | reference per prompt and seed
+    assert total == 3 * 14  # base | adapter | reference per prompt and seed
     assert re.search(rf'id="videos-loaded">{total}<', dom), "every video decodes in the browser"
     assert re.search(r'id="videos-failed">0<', dom)
     verdict = evaluated["first"]["verdict"]
     assert re.search(rf'Verdict: <strong class="{verdict}">{verdict}</strong>', dom)
     assert 'id="fidelity-plot"' in dom and "fidelity_lift" in dom and "(95%)" in dom
+    assert 'id="rules"' in dom and "one-sided t test, H0: mean ≤ 0" in dom
     assert "unavailable: " in dom
 
 

@@ -142,3 +142,64 @@ def test_references_are_the_reference_folder_plus_held_out_clips(tmp_path: Path)
     assert reference_clips(ref, cur) == [ref / "a.mp4", cur / "clips/v.mp4"]
     assert curated_clips(cur, "train") == [cur / "clips/t.mp4"]
     assert curated_clips(None, "train") == []
+
+
+def _lift_stats(prompts: int, confidence: float = 0.95) -> dict:
+    from evaluation.stats import paired_summary
+
+    diffs = {(f"p{p}", s): 0.1 + 0.01 * p + 0.005 * s for p in range(prompts) for s in (0, 1)}
+    return {"fidelity_lift": paired_summary(diffs, confidence).as_dict()}
+
+
+def test_a_suite_of_two_prompts_is_refused_for_a_95_percent_gate() -> None:
+    stats = _lift_stats(2)
+    scores = {**GOOD, "fidelity_lift_ci_low": stats["fidelity_lift"]["ci_low"]}
+    v = judge(scores, GateConfig(min_fidelity_lift_ci_low=-10.0), stats)
+    assert v.verdict == "fail" and len(v.reasons) == 1
+    assert v.reasons[0].startswith("only 2 prompts: a 95% interval needs at least 6")
+    # the same lift over six prompts passes, and at 90 % five are enough
+    shown = {**GOOD, "fidelity_lift_ci_low": 0.05}
+    assert judge(shown, GateConfig(), _lift_stats(6)).verdict == "pass"
+    assert judge(shown, GateConfig(), _lift_stats(5, 0.9)).verdict == "pass"
+    v = judge(shown, GateConfig(), _lift_stats(4, 0.9))
+    assert v.verdict == "fail" and "a 90% interval needs at least 5" in v.reasons[0]
+
+
+def test_each_rule_carries_its_evidence_and_the_test_agrees_with_the_interval() -> None:
+    stats = _lift_stats(8)
+    lift = stats["fidelity_lift"]
+    v = judge({**GOOD, "fidelity_lift_ci_low": lift["ci_low"]}, GateConfig(), stats)
+    ev = v.evidence["fidelity_lift"]
+    assert v.verdict == "pass" and ev["mean"] == pytest.approx(0.1375)
+    assert ev["ci"] == [lift["ci_low"], lift["ci_high"]] and ev["n_prompts"] == 8
+    assert ev["effect_dz"] > 5 and ev["p"] < 0.025 and "H0: mean ≤ 0" in ev["test"]
+    assert v.evidence["temporal_consistency"] == {"base": 0.95, "adapter": 0.93}
+
+
+@pytest.mark.parametrize(
+    ("reference", "base", "adapter", "held"),
+    [
+        (1.0, 1.0, 0.0, False),  # static renders against moving references: fails
+        (1.0, 1.0, 0.75, True),  # within the allowed drop (0.25)
+        (0.5, 1.0, 0.25, True),  # floor min(base, references) - 0.25
+        (1.0, 0.0, 0.0, True),  # the base does not move either: not the adapter's loss
+        (0.0, 1.0, 0.0, None),  # references static: the rule does not apply
+    ],
+)
+def test_an_adapter_that_loses_the_references_motion_fails(
+    reference: float, base: float, adapter: float, held: bool | None
+) -> None:
+    scores = {
+        **GOOD,
+        "dynamic_degree_reference": reference,
+        "dynamic_degree_base": base,
+        "dynamic_degree_adapter": adapter,
+    }
+    v = judge(scores, GateConfig())
+    assert v.checks.get("motion_kept") is held
+    if held is False:
+        assert v.reasons == [
+            "the adapter's renders lost their motion: 0% of them move, against 100% of the "
+            "base's and 100% of the reference clips (allowed drop 0.25)"
+        ]
+    assert "motion_kept" not in judge(scores, GateConfig(max_dynamic_degree_drop=None)).checks

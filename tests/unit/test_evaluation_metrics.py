@@ -135,3 +135,17 @@ def test_fvd_and_kid_separate_distributions() -> None:
     assert abs(metrics.kernel_inception_distance(a, b)) < metrics.kernel_inception_distance(
         a, shifted
     )
+
+
+def test_fidelity_normalised_between_the_base_floor_and_the_reference_ceiling() -> None:
+    from evaluation.metrics import normalised, reference_ceiling
+
+    e = np.eye(4, dtype=np.float32)
+    # three references: two identical clips (cosine 1), one orthogonal (cosine 0)
+    refs = [e[[0]], e[[0]], e[[1]]]
+    # each against the others: (1 + 0)/2 for clip 0 and 1 → 0.5, 0 for clip 2 → mean 1/3
+    assert reference_ceiling(refs) == pytest.approx(1 / 3)
+    assert normalised(0.2, floor=0.1, ceiling=0.3) == pytest.approx(0.5)
+    assert normalised(0.1, 0.1, 0.3) == 0.0 and normalised(0.3, 0.1, 0.3) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="two reference clips"):
+        reference_ceiling(refs[:1])
