@@ -9,6 +9,7 @@ computed with something else.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,11 +127,43 @@ class ColourBackend:
         return root / np.linalg.norm(root)
 
 
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size and normalisation: the folder's preprocessor_config.json where it has one
+    (crop size, image mean/std, as the model was trained), else the family's defaults."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def read(cls, folder: Path, size: int, mean: tuple, std: tuple) -> Preprocessing:
+        path = folder / "preprocessor_config.json"
+        tree = json.loads(path.read_text()) if path.is_file() else {}
+        crop = tree.get("crop_size") or {}
+        crop = crop.get("height") if isinstance(crop, dict) else crop
+        return cls(
+            int(crop or size),
+            tuple(tree.get("image_mean", mean)),
+            tuple(tree.get("image_std", std)),
+        )
+
+    def __call__(self, frames: Frames) -> torch.Tensor:
+        """uint8 [F, H, W, 3] → normalised float [F, 3, size, size]."""
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (_resize(frames, self.size) - mean) / std
+
+
 def _local_dir(kind: str, path: str | None) -> Path:
     if not path:
         raise BackendUnavailable(
-            f"backend {kind!r} has no weights configured: set evaluation.backend_paths.{kind} "
-            "to a local folder (nothing is downloaded)"
+            f"backend {kind!r} has no weights configured: set evaluation.features.paths.{kind} "
+            "to a local folder (nothing is downloaded; docs/evaluation.md says which)"
         )
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
@@ -147,6 +180,7 @@ class ClipBackend:
     weight_hash: str = ""
     model: Any = field(default=None, repr=False)
     processor: Any = field(default=None, repr=False)
+    prep: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from transformers import AutoTokenizer, CLIPModel
@@ -155,12 +189,12 @@ class ClipBackend:
         self.weight_hash = sha256_tree(folder)
         self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
         self.processor = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        size = self.model.config.vision_config.image_size
+        self.prep = Preprocessing.read(folder, size, CLIP_MEAN, CLIP_STD)
 
     @torch.no_grad()
     def embed_frames(self, frames: Frames) -> np.ndarray:
-        size = self.model.config.vision_config.image_size
-        x = (_resize(frames, size) - 0.45) / 0.27  # CLIP's mean/std, rounded
-        out = self.model.get_image_features(pixel_values=x)
+        out = self.model.get_image_features(pixel_values=self.prep(frames))
         return _normalise(getattr(out, "pooler_output", out))
 
     @torch.no_grad()
@@ -178,6 +212,7 @@ class Dinov2Backend:
     name: str = "dinov2"
     weight_hash: str = ""
     model: Any = field(default=None, repr=False)
+    prep: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from transformers import Dinov2Model
@@ -185,14 +220,15 @@ class Dinov2Backend:
         folder = _local_dir("dinov2", self.path)
         self.weight_hash = sha256_tree(folder)
         self.model = Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
+        # DINOv2's config says 518 (its pretraining size); its processor crops 224, which the
+        # preprocessor_config.json shipped with the weights states
+        size = self.model.config.image_size
+        self.prep = Preprocessing.read(folder, size, IMAGENET_MEAN, IMAGENET_STD)
 
     @torch.no_grad()
     def embed_frames(self, frames: Frames) -> np.ndarray:
-        size = self.model.config.image_size
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        x = (_resize(frames, size) - mean) / std
-        return _normalise(self.model(pixel_values=x).last_hidden_state[:, 0])
+        # the CLS token after the final layernorm: DINO-I in the DreamBooth evaluation
+        return _normalise(self.model(pixel_values=self.prep(frames)).last_hidden_state[:, 0])
 
 
 @dataclass

@@ -126,3 +126,38 @@ def test_colour_histogram_measures_colour_distributions_not_layout() -> None:
     half[16:] = blue[0][16:]
     assert colour.embed_frames(half[None])[0] @ f[2] == pytest.approx(0.5**0.5, abs=1e-6)
     assert label(colour).startswith("colour-histogram@")
+
+
+def test_feature_store_opens_dinov2_and_clip_from_configured_folders(tiny_models, tmp_path) -> None:
+    """The evaluation's own path: FeaturesConfig names the backends and their local folders."""
+    paths = {"dinov2": str(tiny_models["dinov2"]), "clip": str(tiny_models["clip"])}
+    cfg = FeaturesConfig(image="dinov2", text_image="clip", paths=paths, frames_per_clip=3)
+    store = FeatureStore(cfg, tmp_path)
+    store._frames[tmp_path / "clip.mp4"] = FRAMES  # decoded frames held, as for a real clip
+    feats = store.image(tmp_path / "clip.mp4", content_key="k")
+    assert feats.shape == (3, 32)  # 3 picked frames x DINOv2 hidden size
+    assert store.text_image(tmp_path / "clip.mp4", content_key="k").shape == (3, 16)
+    assert store.texts(["a red mascot"]).shape == (1, 16)
+    assert store.label("image").startswith("dinov2@") and store.unavailable == {}
+    # cached by content key and backend label: a second read is the same array from disk
+    assert np.array_equal(store.image(tmp_path / "clip.mp4", content_key="k"), feats)
+
+
+def test_preprocessor_config_sets_size_and_normalisation(tiny_models, tmp_path) -> None:
+    import shutil
+
+    from transformers import BitImageProcessor
+
+    from evaluation.backends import IMAGENET_MEAN, Dinov2Backend
+
+    plain = Dinov2Backend(str(tiny_models["dinov2"]))
+    assert (plain.prep.size, plain.prep.mean) == (32, IMAGENET_MEAN)  # config.image_size
+    folder = tmp_path / "dino-224"
+    shutil.copytree(tiny_models["dinov2"], folder)
+    BitImageProcessor(crop_size={"height": 16, "width": 16}, image_mean=[0.5] * 3).save_pretrained(
+        folder
+    )
+    cropped = Dinov2Backend(str(folder))
+    assert cropped.prep.size == 16 and cropped.prep.mean == (0.5, 0.5, 0.5)
+    assert cropped.prep(FRAMES).shape == (4, 3, 16, 16)
+    assert cropped.embed_frames(FRAMES).shape == (4, 32)  # position embeddings interpolate
