@@ -20,6 +20,7 @@ from stagekit.files import atomic_path
 
 EVAL_ADAPTER = "ltx_lora_eval"
 MAX_TEXT_TOKENS = 1024  # LTX-2's prompt length; tokenizers with a smaller max use theirs
+Condition = tuple[np.ndarray, int]  # a uint8 [H, W, 3] image and the latent index it goes to
 
 
 @dataclass
@@ -76,19 +77,43 @@ def generate(
     adapter: Path | None = None,
     adapter_scale: float = 1.0,
     negative_prompt: str = "",
+    conditions: list[Condition] | None = None,
 ) -> list[Clip]:
-    """One clip per (prompt, seed), prompt-major; each is deterministic given its seed."""
+    """One clip per (prompt, seed), prompt-major; each is deterministic given its seed.
+    `conditions`: images to condition on, each at a latent index (0: the first frame, -1: the
+    last), sampled by diffusers' LTX2ConditionPipeline on the same components."""
     from ltx.keyframes import marked_first_frame
 
     _check_size(pipe, width, height, frames)
     with adapter_applied(pipe, adapter, adapter_scale), marked_first_frame(pipe.transformer):
+        runner, extra = (pipe, {}) if not conditions else _conditioned(pipe, conditions)
         return [
             _generate_one(
-                pipe, p, s, width, height, frames, fps, steps, guidance_scale, negative_prompt
+                runner, p, s, width, height, frames, fps, steps, guidance_scale, negative_prompt,
+                **extra,
             )
             for p in prompts
             for s in seeds
-        ]
+        ]  # fmt: skip
+
+
+def _conditioned(pipe: Any, conditions: list[Condition]) -> tuple[Any, dict[str, Any]]:
+    """The condition pipeline over `pipe`'s own components (the adapter and the marker hook
+    included), and its `conditions` argument."""
+    import inspect
+
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
+        LTX2ConditionPipeline,
+        LTX2VideoCondition,
+    )
+
+    wanted = inspect.signature(LTX2ConditionPipeline.__init__).parameters
+    runner = LTX2ConditionPipeline(**{k: v for k, v in pipe.components.items() if k in wanted})
+    if hasattr(pipe, "ltx_sigmas"):
+        runner.ltx_sigmas = pipe.ltx_sigmas
+    runner.set_progress_bar_config(disable=True)
+    made = [LTX2VideoCondition(frames=image, index=index) for image, index in conditions]
+    return runner, {"conditions": made}
 
 
 def _check_size(pipe: Any, width: int, height: int, frames: int) -> None:
@@ -117,6 +142,7 @@ def _generate_one(
     steps: int,
     guidance_scale: float,
     negative_prompt: str,
+    **extra: Any,
 ) -> Clip:
     # A CPU generator gives the same noise on any device, so a seed means the same clip.
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -137,6 +163,7 @@ def _generate_one(
         output_type="np",
         return_dict=False,
         **guidance_kwargs(pipe, guidance_scale),
+        **extra,
     )
     pixels = np.clip(np.rint(np.asarray(video[0]) * 255.0), 0, 255).astype(np.uint8)
     wave = audio[0].detach().float().cpu().numpy().astype(np.float32)

@@ -227,8 +227,9 @@ def start_trackers(
 
 class ValidationSampler:
     """Sample videos every `trainer.validation_every` steps through `ltx.sampling.generate`
-    (the code evaluation uses), with the live adapter: text-to-video (+ audio) for the first
-    validation clip's caption at its bucket size, seed `seed`."""
+    (the code evaluation uses), with the live adapter, for the first validation clip's caption
+    at its bucket size, seed `seed`, audio muxed in: text-to-video, or conditioned as the mode
+    is used (its first frame for image_to_video, first and last for keyframes)."""
 
     def __init__(
         self,
@@ -245,7 +246,24 @@ class ValidationSampler:
         entries = sorted(index["entries"].items())
         held_out = [e for _, e in entries if e["split"] == "validation"]
         self.entry = (held_out or [e for _, e in entries])[0] if entries else None
+        self.cache_dir = cache_dir
         self.pipe = None
+
+    def _conditions(self, strategy: str) -> list | None:
+        """What the mode conditions on, from the held-out clip, as its inference pipeline
+        takes it: its first frame (image_to_video), its first and last (keyframes) as images,
+        decoded from their cached latents. None: text-to-video."""
+        from ltx.encode import decode_image
+        from trainer.cache import KEYFRAME_FIRST, KEYFRAME_LAST, load_entry
+
+        if strategy not in ("image_to_video", "keyframes"):
+            return None
+        tensors = load_entry(self.cache_dir, self.entry)
+        first = tensors.get(KEYFRAME_FIRST, tensors["video"][:, :1])
+        images = [(decode_image(self.pipe.vae, first), 0)]
+        if strategy == "keyframes":
+            images.append((decode_image(self.pipe.vae, tensors[KEYFRAME_LAST]), -1))
+        return images
 
     def run(self, step: int, strategy: Any, denoiser: dict, scheduler: Any) -> dict[str, float]:
         """Write `step-NNNNNN.mp4`; return the metrics to log. The global RNG is restored so a
@@ -274,6 +292,7 @@ class ValidationSampler:
                 fps=float(self.entry["fps"]),
                 steps=self.cfg.validation_steps,
                 guidance_scale=1.0,
+                conditions=self._conditions(strategy.name),
             )
         finally:
             transformer.train()

@@ -398,15 +398,12 @@ def test_a_run_without_audio_trains_no_audio_module(cache_dir, model_path, tmp_p
 # -------------------------------------------------------------------------------- keyframes
 
 
-def test_keyframes_preprocess_and_train_end_to_end(
-    workspace, cache_dir, model_path, tmp_path
-) -> None:
-    """preprocess.keyframes=first_last caches each clip's first and last frame encoded on its
-    own ([C, 1, H, W] beside the video); trainer.strategy=keyframes trains on them; a cache
-    without them is refused before a checkpoint folder exists, naming the setting."""
+@pytest.fixture(scope="module")
+def keyframe_cache(workspace, model_path, tmp_path_factory) -> Path:
+    """The sample cache with each clip's first and last frame encoded as keyframe images."""
     from trainer.cache import build_cache
 
-    cache = tmp_path / "cache"
+    cache = tmp_path_factory.mktemp("keyframes") / "cache"
     build_cache(
         workspace.captioned("sample") / "manifest.jsonl",
         workspace.curated("sample"),
@@ -416,12 +413,61 @@ def test_keyframes_preprocess_and_train_end_to_end(
         PreprocessConfig(keyframes="first_last"),
         progress=False,
     )
-    shard = load_file(next(cache.glob("*.safetensors")))
+    return cache
+
+
+def test_keyframes_preprocess_and_train_end_to_end(
+    keyframe_cache, cache_dir, model_path, tmp_path
+) -> None:
+    """preprocess.keyframes=first_last caches each clip's first and last frame encoded on its
+    own ([C, 1, H, W] beside the video); trainer.strategy=keyframes trains on them; a cache
+    without them is refused before a checkpoint folder exists, naming the setting."""
+    shard = load_file(next(keyframe_cache.glob("*.safetensors")))
     c, _, h, w = shard["video"].shape
     assert shard["keyframe_first"].shape == shard["keyframe_last"].shape == (c, 1, h, w)
-    run(cache, tmp_path / "kf", model_path, strategy="keyframes")
+    run(keyframe_cache, tmp_path / "kf", model_path, strategy="keyframes")
     assert all(loss > 0 and loss == loss for loss in losses(tmp_path / "kf"))
     assert (tmp_path / "kf/train/adapter/adapter.safetensors").is_file()
     with pytest.raises(UserError, match=r"preprocess\.keyframes=first_last"):
         run(cache_dir, tmp_path / "refused", model_path, strategy="keyframes")
     assert not (tmp_path / "refused/ckpt").exists()
+
+
+@pytest.mark.parametrize("strategy", ["text_to_video", "image_to_video", "keyframes"])
+def test_validation_renders_are_conditioned_as_the_mode_is_used(
+    strategy, keyframe_cache, model_path, tmp_path
+) -> None:
+    """A validation render of each mode through ltx.sampling.generate, audio muxed in: the
+    held-out clip's first frame (and last, for keyframes) conditions it through
+    LTX2ConditionPipeline. Every transformer call then holds the first latent frame's tokens at
+    timestep 0 (and for keyframes the appended last image's, after the video's); text_to_video
+    conditions on nothing."""
+    from ltx.loading import load_components
+    from ltx.sampling import read_clip
+    from trainer.runtime import ValidationSampler
+    from trainer.strategies import get_strategy
+
+    index = json.loads((keyframe_cache / "index.json").read_text())
+    cfg = TrainerConfig(validation_steps=2)
+    sampler = ValidationSampler(keyframe_cache, index, model_path, TINY, tmp_path, cfg, seed=0)
+    comps = load_components(model_path, ["transformer", "connectors"])
+    calls: list[tuple[int, torch.Tensor]] = []
+    comps["transformer"].register_forward_pre_hook(
+        lambda _m, _a, kw: calls.append((kw["hidden_states"].shape[1], kw["timestep"])),
+        with_kwargs=True,
+    )
+    sampler.run(2, get_strategy(strategy), comps, None)
+    width, height, frames = sampler.entry["bucket"]
+    clip = read_clip(tmp_path / "samples/step-000002.mp4")
+    assert clip.video.shape == (frames, height, width, 3) and clip.audio is not None
+    _, f, h, w = load_file(keyframe_cache / sampler.entry["file"])["video"].shape
+    appended = h * w if strategy == "keyframes" else 0
+    assert len(calls) == 2  # one per step, guidance 1
+    for tokens, timestep in calls:
+        assert tokens == f * h * w + appended
+        clean = (timestep.reshape(-1) == 0).nonzero().flatten().tolist()
+        if strategy == "text_to_video":
+            assert clean == []
+        else:
+            first = list(range(h * w))
+            assert clean == first + list(range(f * h * w, f * h * w + appended))
