@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from registry.licence import CLIENT_FACING
 from stagekit.errors import UserError
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ def archive(
     actor: str | None = None,
     keep_days: int = DEFAULT_KEEP_DAYS,
 ) -> str:
-    """Mark `version` archived (a version an alias points at is refused: move the alias first);
-    returns the archive note. Nothing is deleted: the note states until when files are kept."""
+    """Mark `version` archived (refused while `champion` points at it: move it first; other
+    aliases on it, e.g. candidate, are removed); returns the archive note. Nothing is deleted:
+    the note states until when files are kept."""
     from registry.describe import fetch_version
     from registry.names import split_model_name
     from registry.promote import AliasEvent, actor_name, record_event, utc_now
@@ -42,15 +44,18 @@ def archive(
             return note
         aliases = client.get_registered_model(name).aliases or {}
         held = sorted(a for a, v in aliases.items() if int(v) == int(version))
-        if held:
+        if facing := [a for a in held if a in CLIENT_FACING]:
             raise UserError(
-                f"{name} version {version} is {', '.join(held)}: move the alias first "
+                f"{name} version {version} is {', '.join(facing)}: move the alias first "
                 "(registry promote / rollback), then archive it"
             )
         until = time.strftime("%Y-%m-%d", time.gmtime(time.time() + keep_days * 86400))
         who = actor_name(actor)
-        note = f"{utc_now()} by {who}: {reason.strip()}; files kept until {until}"
+        dropped = f"; alias {', '.join(held)} removed" if held else ""
+        note = f"{utc_now()} by {who}: {reason.strip()}; files kept until {until}{dropped}"
         client.set_model_version_tag(name, str(version), ARCHIVED_TAG, note)
+        for alias in held:  # e.g. candidate: an archived version is no one's candidate
+            client.delete_registered_model_alias(name, alias)
         event = AliasEvent(
             action="archive",
             alias=ARCHIVED_TAG,
@@ -58,7 +63,7 @@ def archive(
             to_version=int(version),
             who=who,
             when=utc_now(),
-            why=f"{reason.strip()} (files kept until {until})",
+            why=f"{reason.strip()} (files kept until {until}{dropped})",
         )
         record_event(client, name, event)
     return note

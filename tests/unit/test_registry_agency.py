@@ -362,7 +362,7 @@ def test_archive_keeps_the_version_records_who_and_why_and_blocks_promotion(
     promote(client, NAME, v2)
     ws = ["--workspace", str(tmp_path)]
     assert main([*ws, "registry", "archive", NAME, str(v2), "--reason", "old"]) == 1
-    assert "is candidate, champion: move the alias first" in capsys.readouterr().err
+    assert "is champion: move the alias first" in capsys.readouterr().err
     args = [*ws, "registry", "archive", NAME, str(v1), "--reason", "superseded by v2"]
     assert main([*args, "--keep-days", "30", "--actor", "dana"]) == 0
     assert "files kept until" in capsys.readouterr().out
