@@ -29,6 +29,13 @@ TARGETS: dict[str, str] = {
     # to_q/... names would also catch audio_attn*, audio_to_video_attn and video_to_audio_attn.
     "video_attention": rf"{_BLOCK}(attn1|attn2)\.{_PROJ}",
     "video_attention_ff": rf"{_BLOCK}((attn1|attn2)\.{_PROJ}|ff\.net\.(0\.proj|2))",
+    # What writes into the audio stream only: the audio self/text attention, the audio
+    # feed-forward and the video-to-audio attention (queries from audio): for voice and jingle
+    # LoRAs (trainer.strategy=text_to_audio).
+    "audio": (
+        rf"{_BLOCK}(audio_(attn1|attn2)\.{_PROJ}|video_to_audio_attn\.{_PROJ}"
+        r"|audio_ff\.net\.(0\.proj|2))"
+    ),
     # Every attention projection and feed-forward of both streams and the cross-modal attention.
     "all": (
         rf"{_BLOCK}((audio_)?(attn1|attn2)\.{_PROJ}|(audio_to_video|video_to_audio)_attn\.{_PROJ}"
@@ -52,6 +59,21 @@ def target_pattern(targets: str) -> str:
             f"nor a valid regex: {e}"
         ) from e
     return pattern
+
+
+AUDIO_WRITERS = r".*\.(audio_attn1|audio_attn2|audio_ff|video_to_audio_attn)\..*"
+
+
+def audio_only(targets: str) -> str:
+    """`targets` restricted to the modules that write into the audio stream (AUDIO_WRITERS)."""
+    return rf"(?={AUDIO_WRITERS}$){target_pattern(targets)}"
+
+
+def for_modality(targets: str, modality: str) -> str:
+    """The targets of a run that trains `modality`: both, video (`video_only`) or audio."""
+    if modality == "video":
+        return video_only(targets)
+    return audio_only(targets) if modality == "audio" else targets
 
 
 def video_only(targets: str) -> str:

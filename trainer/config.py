@@ -36,7 +36,12 @@ class TrainerConfig(BaseModel):
     uniform_fraction: float = Field(0.1, ge=0, le=1)
     log_every: int = Field(5, gt=0)
     strategy: Literal[
-        "audio_video", "text_to_video", "image_to_video", "reference_video", "keyframes"
+        "audio_video",
+        "text_to_video",
+        "text_to_audio",
+        "image_to_video",
+        "reference_video",
+        "keyframes",
     ] = "audio_video"
     grad_accum: int = Field(1, gt=0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"

@@ -15,7 +15,7 @@ import torch
 from ltx.config import ModelConfig
 from ltx.loading import load_components, torch_dtype
 from ltx.streaming import TensorReader, component_sources
-from stagekit.errors import ConfigError
+from stagekit.errors import ConfigError, UserError
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.quantize import (
     BACKENDS,
@@ -37,7 +37,7 @@ class Placement:
     params: dict[str, torch.nn.Parameter]  # the adapter's: the only trainable ones
     swap: BlockSwap | None  # the streamer of the swapped blocks (None: all resident)
     sharded: bool  # FSDP2 over several processes
-    source: tuple[Path, ModelConfig, LoraConfig, torch.device, bool]  # to place a whole copy
+    source: tuple[Path, ModelConfig, LoraConfig, torch.device, str]  # to place a whole copy
 
     def layout(self) -> dict[str, Any]:
         """What the run records about where the base was (a collective call when sharded)."""
@@ -48,8 +48,8 @@ class Placement:
         or (sharded) an unsharded copy (`unsharded_copy`)."""
         if not self.sharded:
             return self.transformer, self.params
-        model_path, model_cfg, lora_cfg, device, audio = self.source
-        return unsharded_copy(model_path, model_cfg, lora_cfg, device, self.params, audio)
+        model_path, model_cfg, lora_cfg, device, modality = self.source
+        return unsharded_copy(model_path, model_cfg, lora_cfg, device, self.params, modality)
 
 
 def place(
@@ -59,7 +59,7 @@ def place(
     cfg: TrainerConfig,
     device: torch.device,
     processes: int = 1,
-    audio: bool = True,
+    modality: str = "both",
 ) -> Placement:
     """The base of `model_path` placed for training on `device`, the adapter attached (its
     initial values come from torch's global RNG: seed it first). The order matters: the
@@ -67,7 +67,7 @@ def place(
     rest moves to the device, so the swapped weights never reach the device whole."""
     swapped = cfg.blocks_to_swap if isinstance(cfg.blocks_to_swap, int) else 0
     transformer = place_base(model_path, model_cfg, device, host_blocks=swapped)
-    params = attach_adapter(transformer, lora_cfg, audio)
+    params = attach_adapter(transformer, lora_cfg, modality)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     swap = attach_swap(transformer, cfg.blocks_to_swap, torch.device("cpu"), device)
@@ -79,7 +79,7 @@ def place(
         shard_base(transformer, device, processes)
     else:
         transformer.to(device)
-    source = (model_path, model_cfg, lora_cfg, device, audio)
+    source = (model_path, model_cfg, lora_cfg, device, modality)
     return Placement(transformer, params, swap, sharded, source)
 
 
@@ -220,19 +220,26 @@ def base_bytes(transformer: torch.nn.Module) -> dict[str, Any]:
 
 
 def attach_adapter(
-    transformer: torch.nn.Module, lora_cfg: LoraConfig, audio: bool = True
+    transformer: torch.nn.Module, lora_cfg: LoraConfig, modality: str = "both"
 ) -> dict[str, torch.nn.Parameter]:
     """Freeze the base, wrap the configured modules with the adapter; its trainable parameters.
-    `audio=False` (a run without audio): no audio module gets an adapter (`ltx.lora.video_only`)."""
-    from ltx.lora import add_lora, video_only
+    `modality` (what the run trains: both, video, audio) keeps the adapter off the modules of
+    the stream it does not train (`ltx.lora.for_modality`)."""
+    from ltx.lora import add_lora, for_modality, target_modules
 
     transformer.requires_grad_(False)
+    targets = for_modality(lora_cfg.targets, modality)
+    if modality == "audio" and not target_modules(transformer, targets):
+        raise UserError(
+            f"trainer.strategy=text_to_audio trains the audio stream, and lora.targets="
+            f"{lora_cfg.targets} holds no audio module: set lora.targets=audio (or all)"
+        )
     add_lora(
         transformer,
         lora_cfg.rank,
         lora_cfg.alpha,
         lora_cfg.dropout,
-        lora_cfg.targets if audio else video_only(lora_cfg.targets),
+        targets,
         kind=lora_cfg.kind,
     )
     return {n: p for n, p in transformer.named_parameters() if p.requires_grad}
@@ -244,14 +251,14 @@ def unsharded_copy(
     lora_cfg: LoraConfig,
     device: torch.device,
     trained: dict[str, torch.nn.Parameter],
-    audio: bool = True,
+    modality: str = "both",
 ) -> tuple[torch.nn.Module, dict[str, torch.nn.Parameter]]:
     """A plain transformer with the trained adapter, for the main process's validation loss and
     export, which it runs alone (a sharded block would wait for the other processes): the frozen
     base reloaded from the model folder (it never changed), the adapter's weights copied in.
     Export loads the pipeline's own full transformer too, so this adds no new peak on top."""
     transformer = place_base(model_path, model_cfg, device).to(device)  # as training placed it
-    params = attach_adapter(transformer, lora_cfg, audio)
+    params = attach_adapter(transformer, lora_cfg, modality)
     if params.keys() != trained.keys():
         raise RuntimeError("the unsharded copy's adapter differs from the trained one's")
     with torch.no_grad():

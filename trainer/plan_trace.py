@@ -182,6 +182,7 @@ def build(shape: StepShape, device: str) -> tuple[torch.nn.Module, torch.nn.Modu
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
     from trainer.placement import attach_adapter
+    from trainer.strategies import trained_modality
 
     default = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, shape.dtype))
@@ -191,7 +192,8 @@ def build(shape: StepShape, device: str) -> tuple[torch.nn.Module, torch.nn.Modu
             connectors = LTX2TextConnectors(**shape.connectors)
     finally:
         torch.set_default_dtype(default)
-    attach_adapter(transformer, shape.lora, audio=shape.audio is not None)
+    modality = trained_modality(shape.strategy, shape.audio is not None)
+    attach_adapter(transformer, shape.lora, modality)
     if shape.checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()

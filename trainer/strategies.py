@@ -54,6 +54,48 @@ class TextToVideo(AudioVideo):
 
 
 @dataclass(frozen=True)
+class TextToAudio(AudioVideo):
+    """Audio only, for voice and jingle LoRAs: both streams noised as in joint generation (the
+    layout the adapter meets at inference), the loss on the audio alone; the adapter sits only
+    on the modules that write into the audio stream (`trained_modality`)."""
+
+    name: str = "text_to_audio"
+
+    def loss(
+        self,
+        denoiser: dict,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        batch: Batch,
+        cfg: TrainerConfig,
+        generator: torch.Generator,
+        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        if batch.audio is None:
+            raise UserError(
+                "trainer.strategy=text_to_audio needs audio in the cache: clips with sound, "
+                "preprocessed with preprocess.with_audio=true"
+            )
+        sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
+        noise = sharded_randn(batch.video.shape, generator, batch.shard)
+        x_v, _ = noisy_latents(batch.video, noise, sv)
+        x_a, target_a = _noised_audio(batch, sa, generator)
+        _, pred_a = predict_velocity(denoiser, x_v, x_a, batch.text, sv, sa, fps=batch.fps)
+        loss = F.mse_loss(pred_a.float(), target_a)
+        if parts is not None:
+            parts["audio"] = loss.item()
+        return loss
+
+
+def trained_modality(strategy: str, cache_has_audio: bool) -> str:
+    """What a run trains (and so where its adapter goes): `both`, `video` (text_to_video, or a
+    cache without audio), or `audio` (text_to_audio)."""
+    if strategy == "text_to_audio":
+        return "audio"
+    return "both" if cache_has_audio and strategy != "text_to_video" else "video"
+
+
+@dataclass(frozen=True)
 class ImageToVideo(AudioVideo):
     """The first latent frame stays clean with its own timestep 0 (as LTX2ImageToVideoPipeline
     conditions on an image); the loss covers only the frames the model has to generate."""
@@ -285,9 +327,8 @@ def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator)
     return noisy_latents(batch.audio, noise, sigma)
 
 
-STRATEGIES = {
-    s.name: s for s in (AudioVideo(), TextToVideo(), ImageToVideo(), ReferenceVideo(), Keyframes())
-}
+MODES = (AudioVideo(), TextToVideo(), TextToAudio(), ImageToVideo(), ReferenceVideo(), Keyframes())
+STRATEGIES = {s.name: s for s in MODES}
 
 
 def get_strategy(name: str) -> AudioVideo:

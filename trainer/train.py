@@ -49,7 +49,7 @@ from trainer.runtime import (
     start_trackers,
     tracker_names,
 )
-from trainer.strategies import get_strategy
+from trainer.strategies import get_strategy, trained_modality
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
 # settings that change how a run is kept or laid out, never what it computes (like the number
@@ -173,10 +173,9 @@ def train(
 
     torch.manual_seed(seed)  # the adapter's initial values
     # a run that trains no audio puts no adapter on audio modules (they would learn nothing)
-    audio = cfg.strategy != "text_to_video" and cache_has_audio(cache_dir, index)
-    placed = place(
-        model_path, model_cfg, lora_cfg, cfg, accelerator.device, accelerator.num_processes, audio
-    )
+    modality = trained_modality(cfg.strategy, cache_has_audio(cache_dir, index))
+    processes = accelerator.num_processes
+    placed = place(model_path, model_cfg, lora_cfg, cfg, accelerator.device, processes, modality)
     transformer, params = placed.transformer, placed.params
     comps = load_components(model_path, ["connectors", "scheduler"], model_cfg.dtype)
     scheduler = comps["scheduler"]

@@ -45,6 +45,7 @@ def test_registry_names_every_mode() -> None:
     assert set(STRATEGIES) == {
         "audio_video",
         "text_to_video",
+        "text_to_audio",
         "image_to_video",
         "reference_video",
         "keyframes",

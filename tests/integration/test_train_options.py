@@ -395,6 +395,23 @@ def test_a_run_without_audio_trains_no_audio_module(cache_dir, model_path, tmp_p
     assert all("loss_audio" not in r and r["loss"] == pytest.approx(r["loss_video"]) for r in rows)
 
 
+def test_text_to_audio_trains_only_what_writes_into_the_audio_stream(
+    cache_dir, model_path, tmp_path
+) -> None:
+    """trainer.strategy=text_to_audio with lora.targets=audio: every adapter key is on an audio
+    attention, the audio feed-forward or the video-to-audio attention (queries from audio), the
+    loss is the audio's; a video-only target set is refused naming lora.targets=audio."""
+    audio = LoraConfig(rank=4, alpha=8, targets="audio")
+    run(cache_dir, tmp_path / "tta", model_path, audio, strategy="text_to_audio")
+    keys = adapter_keys(tmp_path / "tta")
+    modules = {k.split(".")[3] for k in keys}  # transformer.transformer_blocks.<i>.<module>
+    assert modules == {"audio_attn1", "audio_attn2", "audio_ff", "video_to_audio_attn"}
+    rows = [json.loads(r) for r in (tmp_path / "tta/train/metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == pytest.approx(r["loss_audio"]) and "loss_video" not in r for r in rows)
+    with pytest.raises(UserError, match=r"set lora\.targets=audio"):
+        run(cache_dir, tmp_path / "refused", model_path, strategy="text_to_audio")
+
+
 # -------------------------------------------------------------------------------- keyframes
 
 
