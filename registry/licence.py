@@ -10,6 +10,7 @@ to a level whose requirements the record meets (`requirements`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +157,8 @@ def set_licence(
     with client_workspace(client, split_model_name(name)[0]):
         mv = fetch_version(client, name, str(version))
         old = dict(mv.tags or {})
+        if DISTRIBUTION_TAG not in old:  # registered before licences: start from its card
+            old = _initial_record(client, mv) | old
         new = old | {k: v for k, v in changes.items() if v is not None}
         if new.get("rights.consent") not in (None, *CONSENTS):
             raise UserError(f"--consent: use one of {', '.join(CONSENTS)}")
@@ -180,6 +183,25 @@ def set_licence(
         )
         record_event(client, name, event)
     return record_of(new)
+
+
+def _initial_record(client: MlflowClient, mv: Any) -> dict[str, str]:
+    """The record a version registered before licences would have had, from its registered
+    dataset card (`dataset_card.json`, when it has one) and base model."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    tags = dict(mv.tags or {})
+    card = None
+    with tempfile.TemporaryDirectory(prefix="ltx-lora-card-") as tmp:
+        try:
+            path = client.download_artifacts(mv.run_id, "dataset_card.json", tmp)
+            card = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError):
+            card = None
+    record, _ = licence_tags(card, tags.get("base_model", ""), tags.get("ltx_version", ""))
+    return {k: v for k, v in record.items() if k != DISTRIBUTION_TAG}
 
 
 def _file_sha256(path: Path) -> str:

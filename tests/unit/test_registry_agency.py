@@ -382,3 +382,17 @@ def main_rollback(client: Any) -> None:
     from registry.promote import rollback
 
     rollback(client, NAME, reason="flicker")
+
+
+def test_a_version_registered_before_licences_gets_its_record_from_its_card(client, tmp_path):
+    v = add(client, tmp_path, 1).version
+    for key in [
+        k for k in client.get_model_version(NAME, str(v)).tags if "." in k or k == "distribution"
+    ]:
+        if key.startswith(("rights.", "licence.")) or key == "distribution":
+            client.delete_model_version_tag(NAME, str(v), key)
+    with pytest.raises(UserError, match="has no licence record"):
+        promote(client, NAME, v)
+    record = set_licence(client, NAME, v, {"distribution": "client"}, reason="records added")
+    assert record["data_owner"] == "Acme Brand Team" and record["distribution"] == "client"
+    assert promote(client, NAME, v).to_version == v
