@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def _inspect(
     if not container.streams.video:
         return ProbeFailure(path, sha, "no_video_stream", "the file has no video stream")
     stream = container.streams.video[0]
-    scan, keys = _scan_packets(container, stream, path.stat().st_size)
+    scan, keys = _scan_packets(container, stream, path.stat().st_size, letterbox_luma)
     log = DecodeLog()
     first = keys[0] if keys else _first_frame(path, log)
     fps = float(stream.average_rate or stream.guessed_rate or 0)
@@ -184,11 +185,16 @@ class _Scan:
 
 
 def _scan_packets(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, size: int
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    size: int,
+    luma: float | None,
 ) -> tuple[_Scan, list[av.VideoFrame]]:
-    """One demux of the video: every packet's timing and position, and the first dozen
-    keyframes decoded (the first frame's facts, letterbox bars). Nothing else is decoded."""
+    """One demux of the video: every packet's timing and position, and the keyframes needed:
+    the first (the first frame's facts) and, with `luma`, up to a dozen for the letterbox.
+    Nothing else is decoded."""
     stream.codec_context.skip_frame = "NONKEY"
+    stream.codec_context.thread_count = 1  # a few lone keyframes: threads would cost more
     pts: list[float] = []
     keys: list[av.VideoFrame] = []
     stopped, end_pos, largest = False, 0, 0
@@ -204,9 +210,9 @@ def _scan_packets(
         if p.size and p.pts is not None and p.time_base is not None:
             pts.append(float(p.pts * p.time_base))
             end_pos, largest = max(end_pos, (p.pos or 0) + p.size), max(largest, p.size)
-        if p.is_keyframe and len(keys) < _LETTERBOX_KEYFRAMES:
+        if p.is_keyframe and _more_keyframes(keys, luma):
             keys += _decoded(p)
-    if len(keys) < _LETTERBOX_KEYFRAMES:
+    if _more_keyframes(keys, luma):
         keys += _decoded(None, stream)  # what the decoder still holds (reordering delay)
     pts.sort()
     steps = np.diff(np.asarray(pts, np.float64)) if len(pts) > 1 else np.zeros(0)
@@ -215,6 +221,23 @@ def _scan_packets(
     vfr = vfr and float(np.max(np.abs(steps - median))) > _VFR_TOLERANCE * median
     end = pts[-1] - pts[0] + median if pts else 0.0
     return _Scan(len(pts), bool(vfr), end, stopped, size - end_pos, largest), keys
+
+
+def _more_keyframes(keys: list[av.VideoFrame], luma: float | None) -> bool:
+    """Whether another keyframe could change what the probe reports.
+
+    Once every edge is brighter than `luma` in some keyframe there can be no bars (more
+    frames only add brightness): most footage needs one keyframe, not a dozen.
+    """
+    if not keys:
+        return True
+    if luma is None or len(keys) >= _LETTERBOX_KEYFRAMES:
+        return False
+    bright = np.stack([_small_gray(f) for f in keys if f.width == keys[0].width]).max(0) > luma
+    rows, cols = bright.any(axis=1), bright.any(axis=0)
+    ny, nx = (math.ceil(max(1, 0.02 * n)) for n in bright.shape)  # bars_box's smallest bar
+    edges = (rows[:ny], rows[-ny:], cols[:nx], cols[-nx:])
+    return not all(edge.any() for edge in edges)
 
 
 def _decoded(

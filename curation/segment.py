@@ -95,8 +95,8 @@ def segment_source(
     except (av.FFmpegError, OSError, EOFError) as e:
         cutter.discard()
         raise Damaged("undecodable", f"the video cannot be read: {one_line(e)}") from e
-    if cutter.t0 is None:
-        why = cutter.log.first_error or cutter.log.stopped or "no frame"
+    why = cutter.log.first_error or cutter.log.stopped
+    if cutter.t0 is None and why:  # (no error: too little video for a clip, said later)
         raise Damaged("undecodable", f"no video frame decodes: {why}")
     kept = any(s.reason is None for s in cutter.segments)
     cut = cutter.cut_at()
