@@ -3,7 +3,7 @@ the first run, and feature extraction per frame on CPU (EfficientNet-Lite0, DIS 
 the old colour-histogram score, all in one run.
 
 The first run renders the tiny model's base and adapter clips for the default suite
-(4 prompts × 2 seeds × 2 sides, 64×64×17) and extracts features; the rerun must not render or
+(7 prompts × 2 seeds × 2 sides, 64×64×17) and extracts features; the rerun must not render or
 extract anything (target ≥ 10× faster).
 """
 
@@ -134,7 +134,7 @@ def run() -> list[Result]:
                 first,
                 rerun,
                 target=10.0,
-                note="16 renders 64×64×17; fresh output folder",
+                note="28 renders 64×64×17; fresh output folder",
             )
         ]
         return results + _feature_costs()
