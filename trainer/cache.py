@@ -66,7 +66,7 @@ JOURNAL_PREFIX = ".journal-rank"
 # PreprocessConfig keys that change how shards are made, never what they hold: not fingerprinted.
 RUNTIME_KEYS = frozenset({"frame_reader", "text_chunk"})
 # Keys added after caches existed: left out at their default, so those caches stay fresh.
-OMITTED_DEFAULTS = {"text_encoder_quantize": "none", "keyframes": "none"}
+OMITTED_DEFAULTS = {"text_encoder_quantize": "none", "keyframes": "none", "reference_downscale": 1}
 # Always clips/s and the time left (tqdm's default flips to s/clip below 1 clip/s).
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # noqa: E501
 
@@ -82,6 +82,7 @@ class Options:
     reference: str = "none"  # none | edges: reference latents for the reference_video strategy
     text_encoder_quantize: str = "none"  # none | int8 | nf4 (trainer.text_encoder)
     keyframes: str = "none"  # none | first_last: keyframe images encoded (strategy keyframes)
+    reference_downscale: int = 1  # references at 1/N of the clip's height and width
     ltx_version: str = "2.0"  # the model's: how keyframe images are re-compressed
 
     @classmethod
@@ -510,9 +511,8 @@ def _prefetch(
 def _encode_media(vaes: dict[str, Any], media: Media, opts: Options) -> dict[str, torch.Tensor]:
     tensors = {"video": encode_video(vaes["vae"], torch.from_numpy(media.frames))}
     if opts.reference == "edges":
-        tensors["reference"] = encode_video(
-            vaes["vae"], torch.from_numpy(edge_frames(media.frames))
-        )
+        control = downscaled(edge_frames(media.frames), opts.reference_downscale, vaes["vae"])
+        tensors["reference"] = encode_video(vaes["vae"], torch.from_numpy(control))
     if opts.keyframes == "first_last":  # as the condition pipeline encodes its two images
         for key, frame in ((KEYFRAME_FIRST, media.frames[0]), (KEYFRAME_LAST, media.frames[-1])):
             image = keyframe_image(frame, opts.ltx_version)
@@ -744,6 +744,24 @@ def _device(device: str | None) -> str:
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return "cpu"
+
+
+def downscaled(frames: np.ndarray, factor: int, vae: Any) -> np.ndarray:
+    """uint8 [F, H, W, 3] frames at 1/`factor` of their height and width (area averaging), as
+    an IC-LoRA pipeline shrinks a full-size reference for `reference_downscale_factor`."""
+    if factor == 1:
+        return frames
+    _, height, width, _ = frames.shape
+    step = factor * vae.spatial_compression_ratio
+    if height % step or width % step:
+        raise UserError(
+            f"preprocess.reference_downscale={factor}: a {width}x{height} clip's reference "
+            f"would not be a multiple of the VAE's {vae.spatial_compression_ratio} pixels; use "
+            f"buckets whose sides are multiples of {step}, or a smaller factor"
+        )
+    pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    small = torch.nn.functional.avg_pool2d(pixels, factor)
+    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def edge_frames(frames: np.ndarray) -> np.ndarray:

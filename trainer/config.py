@@ -90,6 +90,9 @@ class PreprocessConfig(BaseModel):
     # reference latents for the reference_video (IC-LoRA) strategy: none, or `edges` (a Sobel
     # edge map of each clip, same size, encoded by the VAE: a control derived from the clip)
     reference: Literal["none", "edges"] = "none"
+    # references at 1/N of the clip's height and width (IC-LoRA `reference_downscale_factor`:
+    # cheaper training and inference; written into the exports the consumers read it from)
+    reference_downscale: int = Field(1, ge=1, le=4)
     # the Gemma text encoder quantised while it loads onto the device (trainer.text_encoder):
     # 12B in bf16 is 22.7 GiB, int8 12.3 GiB, nf4 7.3 GiB. Changes the cached text features
     text_encoder_quantize: Literal["none", "int8", "nf4"] = "none"

@@ -77,7 +77,8 @@ def export_adapter(
     kind = adapter_kind(transformer)
     base_weight = _base_weights(transformer)
     quantized, on_base = _quantization_header(transformer)
-    common = {**metadata, **quantized, "adapter_kind": kind}
+    common = {k: v for k, v in {**metadata, **quantized}.items() if k not in CONSUMER_ONLY}
+    common["adapter_kind"] = kind
     common[BASE_NORMS_KEY] = _base_norms(transformer, base_weight)
     files, record = [], {}
     for consumer in ("diffusers", *[c for c in CONSUMERS if c != "diffusers"]):
@@ -91,6 +92,7 @@ def export_adapter(
             continue
         header = {
             **common,
+            **_read_only_by(consumer, metadata),
             **_consumer_header(transformer, consumer),
             "consumer": consumer,
             "export_outcome": outcome(kind, consumer).result,
@@ -121,6 +123,18 @@ def _write_peft_lokr(
     header["verified_by"] = PEFT_LOKR_CHECK + on_base
     _save(adapter_state_dict(transformer), path, header)
     return path
+
+
+# Header keys written only into the files of the consumers that read them. IC-LoRA's reference
+# scale: ltx-pipelines reads it from the LoRA's metadata (packages/ltx-pipelines/src/
+# ltx_pipelines/iclora_utils.py L30-35, `read_lora_reference_downscale_factor`, used by
+# ic_lora.py L156), as do ComfyUI's LTX IC-LoRA nodes; diffusers' LTX2InContextPipeline takes it
+# as an argument (`reference_downscale_factor`), so the diffusers file leaves it out.
+CONSUMER_ONLY = {"reference_downscale_factor": ("ltx-pipelines", "comfyui")}
+
+
+def _read_only_by(consumer: str, metadata: dict[str, str]) -> dict[str, str]:
+    return {k: metadata[k] for k, who in CONSUMER_ONLY.items() if k in metadata and consumer in who}
 
 
 def _consumer_header(transformer: torch.nn.Module, consumer: str) -> dict[str, str]:

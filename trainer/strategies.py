@@ -132,8 +132,9 @@ class ImageToVideo(AudioVideo):
 class ReferenceVideo(AudioVideo):
     """IC-LoRA (reference-video conditioning), as LTX2InContextPipeline runs it: the clean
     reference latents are appended after the noisy target tokens, with their own positions
-    (the same grid as the target's, as the pipeline computes them) and timestep 0; only the
-    target tokens (and audio) are in the loss."""
+    (their own grid, its spatial axes scaled by the reference's downscale factor, as the
+    pipeline computes them: `reference_coords`) and timestep 0; only the target tokens (and
+    audio) are in the loss."""
 
     name: str = "reference_video"
 
@@ -238,12 +239,38 @@ def predict_with_reference(
     [B, C, F, H, W] and the audio's."""
     transformer = denoiser["transformer"]
     b, _, f, h, w = video.shape
-    _, _, rf, rh, rw = reference.shape
-    coords = transformer.rope.prepare_video_coords(b, rf, rh, rw, video.device, fps=fps)
+    coords = reference_coords(transformer, reference, (h, w), fps)
     per_token = sigma_video.reshape(-1, 1).expand(b, f * h * w)
     return predict_with_appended(
         denoiser, video, per_token, reference, coords, audio, text, sigma_audio, fps=fps
     )
+
+
+def reference_downscale_factor(reference: torch.Tensor, target: tuple[int, int]) -> int:
+    """How many times smaller than the target (latent height, width) a reference is."""
+    _, _, _, rh, rw = reference.shape
+    factor = target[0] // rh
+    if rh * factor != target[0] or rw * factor != target[1]:
+        raise UserError(
+            f"a reference of {rh}x{rw} latents is not the {target[0]}x{target[1]} target "
+            "scaled down by a whole factor: re-run `ltx-lora preprocess`"
+        )
+    return factor
+
+
+def reference_coords(
+    transformer: torch.nn.Module, reference: torch.Tensor, target: tuple[int, int], fps: float
+) -> torch.Tensor:
+    """Positions [B, 3, tokens, 2] of reference latents [B, C, F, H, W] appended after a
+    target of latent size `target`: the reference's own grid, its spatial axes scaled by the
+    downscale factor into the target's coordinates (diffusers 0.42.1
+    `LTX2InContextPipeline._encode_reference_conditions`; ltx-pipelines `downscale_factor`)."""
+    b, _, rf, rh, rw = reference.shape
+    coords = transformer.rope.prepare_video_coords(b, rf, rh, rw, reference.device, fps=fps)
+    factor = reference_downscale_factor(reference, target)
+    if factor != 1:
+        coords[:, 1:3] = coords[:, 1:3] * factor
+    return coords
 
 
 def predict_with_appended(

@@ -49,7 +49,7 @@ from trainer.runtime import (
     start_trackers,
     tracker_names,
 )
-from trainer.strategies import get_strategy, trained_modality
+from trainer.strategies import get_strategy, reference_downscale_factor, trained_modality
 
 VALIDATION_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed grid: comparable across runs
 # settings that change how a run is kept or laid out, never what it computes (like the number
@@ -531,7 +531,7 @@ def _export(
 ) -> dict[str, Any]:
     """Adapters (final and EMA) verified through the pipeline, logs, train.json, stage record."""
     pipe = load_pipeline(job.model_path, job.model_cfg.dtype)
-    metadata = _header(job)
+    metadata = _header(job, probe_batch)
     model.eval()
     with atomic_dir(job.out_dir) as tmp:
         files = export_adapter(model, tmp / "adapter", metadata)
@@ -567,6 +567,7 @@ def _export(
             "gradient_checkpointing": job.cfg.gradient_checkpointing,
             "seed": job.seed,
             "trainable_params": sum(p.numel() for p in params.values()),
+            **{k: v for k, v in metadata.items() if k == "reference_downscale_factor"},
         }
         write_json(
             tmp / "train.json",
@@ -607,9 +608,15 @@ class _weights:
                 p.copy_(self.saved[n])
 
 
-def _header(job: Job) -> dict[str, str]:
-    """The metadata every exported file carries (DESIGN.md: Formats and names)."""
+def _header(job: Job, batch: Batch) -> dict[str, str]:
+    """The metadata the exported files carry (DESIGN.md: Formats and names); an IC-LoRA's
+    reference scale goes only where a consumer reads it (trainer.export.CONSUMER_ONLY)."""
+    conditioning = {}
+    if job.cfg.strategy == "reference_video" and batch.reference is not None:
+        factor = reference_downscale_factor(batch.reference, tuple(batch.video.shape[-2:]))
+        conditioning["reference_downscale_factor"] = str(factor)
     return {
+        **conditioning,
         "base_model": job.lineage["base_model"],
         "base_model_hash": job.lineage["base_model_hash"],
         "ltx_version": job.lineage["ltx_version"],

@@ -260,6 +260,38 @@ def test_reference_video_trains_on_the_edge_cache(edge_cache, model_path, tmp_pa
     assert all(0 < x < 100 for x in losses(tmp_path))
 
 
+def test_downscaled_references_train_and_tell_the_consumers_that_read_it(
+    workspace, model_path, tmp_path
+) -> None:
+    """preprocess.reference_downscale=2: references cached at half the clip's latent height and
+    width; an IC-LoRA trains on them; the ltx-pipelines and ComfyUI files carry
+    `reference_downscale_factor: 2` (they read it from the LoRA), the diffusers file does not
+    (diffusers takes it as a pipeline argument), train.json records it."""
+    from trainer.cache import build_cache
+
+    cache = tmp_path / "cache"
+    build_cache(
+        workspace.captioned("sample") / "manifest.jsonl",
+        workspace.curated("sample"),
+        cache,
+        model_path,
+        TINY,
+        PreprocessConfig(reference="edges", reference_downscale=2),
+        progress=False,
+    )
+    entry = next(iter(json.loads((cache / "index.json").read_text())["entries"].values()))
+    shard = load_file(cache / entry["file"])
+    c, f, h, w = shard["video"].shape
+    assert shard["reference"].shape == (c, f, h // 2, w // 2)
+    run(cache, tmp_path / "ic", model_path, strategy="reference_video")
+    adapter = tmp_path / "ic/train/adapter"
+    assert header(adapter / "ltx-pipelines.safetensors")["reference_downscale_factor"] == "2"
+    assert header(adapter / "comfyui.safetensors")["reference_downscale_factor"] == "2"
+    assert "reference_downscale_factor" not in header(adapter / "adapter.safetensors")
+    train_json = json.loads((tmp_path / "ic/train/train.json").read_text())
+    assert train_json["params"]["reference_downscale_factor"] == "2"
+
+
 # -------------------------------------------------------------- validation videos and MLflow
 
 
@@ -439,7 +471,8 @@ def test_keyframes_preprocess_and_train_end_to_end(
     """preprocess.keyframes=first_last caches each clip's first and last frame encoded on its
     own ([C, 1, H, W] beside the video); trainer.strategy=keyframes trains on them; a cache
     without them is refused before a checkpoint folder exists, naming the setting."""
-    shard = load_file(next(keyframe_cache.glob("*.safetensors")))
+    index = json.loads((keyframe_cache / "index.json").read_text())
+    shard = load_file(keyframe_cache / next(iter(index["entries"].values()))["file"])
     c, _, h, w = shard["video"].shape
     assert shard["keyframe_first"].shape == shard["keyframe_last"].shape == (c, 1, h, w)
     run(keyframe_cache, tmp_path / "kf", model_path, strategy="keyframes")

@@ -6,6 +6,7 @@ and their latents are compared. The loss covers only the generated tokens."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import numpy as np
@@ -153,3 +154,35 @@ def step_loss(pipe: LTX2Pipeline, batch: Batch) -> float:
             sigmas=(sigma, sigma),
         )
     return loss.item()
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_reference_positions_equal_the_ic_lora_pipeline(tiny, factor: int) -> None:
+    """IC-LoRA references at 1/factor of the target's size: the positions the strategy gives
+    their tokens equal those diffusers' LTX2InContextPipeline computes for
+    `reference_downscale_factor=factor` (its own encoding of the same reference video)."""
+    from diffusers import LTX2InContextPipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+    from trainer.strategies import reference_coords
+
+    pipe, video = tiny
+    f, height, width, _ = video.shape
+    wanted = inspect.signature(LTX2InContextPipeline.__init__).parameters
+    ic = LTX2InContextPipeline(**{k: v for k, v in pipe.components.items() if k in wanted})
+    latents, coords, _, counts = ic._encode_reference_conditions(
+        [LTX2ReferenceCondition(frames=video)],
+        height=height,
+        width=width,
+        num_frames=f,
+        reference_downscale_factor=factor,
+        frame_rate=FPS,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
+    s = pipe.vae.spatial_compression_ratio
+    target = (height // s, width // s)
+    lf = (f - 1) // pipe.vae.temporal_compression_ratio + 1
+    reference = torch.zeros(1, latents.shape[-1], lf, target[0] // factor, target[1] // factor)
+    assert counts == [reference[0, 0].numel()]
+    assert torch.equal(reference_coords(pipe.transformer, reference, target, FPS), coords)
