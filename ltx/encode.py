@@ -157,14 +157,19 @@ def denormalize_video(vae: Any, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_image(vae: Any, latent: torch.Tensor) -> np.ndarray:
-    """One normalised latent frame [C, 1, H, W] -> the uint8 image [H*s, W*s, 3] the VAE
-    decodes it to (a clean latent: decode timestep 0 where the decoder is conditioned)."""
-    z = denormalize_video(vae, latent)[None].to(vae.device, vae.dtype)
+def decode_frames(vae: Any, latents: torch.Tensor) -> np.ndarray:
+    """Normalised latents [C, F, H, W] -> the uint8 frames [F', H*s, W*s, 3] the VAE decodes
+    them to (clean latents: decode timestep 0 where the decoder is conditioned)."""
+    z = denormalize_video(vae, latents)[None].to(vae.device, vae.dtype)
     timestep = torch.zeros(1, device=vae.device) if vae.config.timestep_conditioning else None
-    pixels = vae.decode(z, timestep, return_dict=False)[0][0, :, 0]  # [3, H, W] in [-1, 1]
-    image = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return image.permute(1, 2, 0).cpu().numpy()
+    pixels = vae.decode(z, timestep, return_dict=False)[0][0]  # [3, F', H, W] in [-1, 1]
+    frames = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def decode_image(vae: Any, latent: torch.Tensor) -> np.ndarray:
+    """One normalised latent frame [C, 1, H, W] -> the uint8 image [H*s, W*s, 3]."""
+    return decode_frames(vae, latent)[0]
 
 
 # --------------------------------------------------------------------------------------- audio

@@ -21,6 +21,7 @@ from stagekit.files import atomic_path
 EVAL_ADAPTER = "ltx_lora_eval"
 MAX_TEXT_TOKENS = 1024  # LTX-2's prompt length; tokenizers with a smaller max use theirs
 Condition = tuple[np.ndarray, int]  # a uint8 [H, W, 3] image and the latent index it goes to
+Reference = tuple[np.ndarray, int]  # a uint8 [F, H, W, 3] reference video, its downscale factor
 
 
 @dataclass
@@ -78,15 +79,22 @@ def generate(
     adapter_scale: float = 1.0,
     negative_prompt: str = "",
     conditions: list[Condition] | None = None,
+    reference: Reference | None = None,
 ) -> list[Clip]:
     """One clip per (prompt, seed), prompt-major; each is deterministic given its seed.
     `conditions`: images to condition on, each at a latent index (0: the first frame, -1: the
-    last), sampled by diffusers' LTX2ConditionPipeline on the same components."""
+    last), sampled by diffusers' LTX2ConditionPipeline on the same components; `reference`: an
+    IC-LoRA reference video and its downscale factor, by LTX2InContextPipeline."""
     from ltx.keyframes import marked_first_frame
 
     _check_size(pipe, width, height, frames)
     with adapter_applied(pipe, adapter, adapter_scale), marked_first_frame(pipe.transformer):
-        runner, extra = (pipe, {}) if not conditions else _conditioned(pipe, conditions)
+        if reference is not None:
+            runner, extra = _in_context(pipe, reference)
+        elif conditions:
+            runner, extra = _conditioned(pipe, conditions)
+        else:
+            runner, extra = pipe, {}
         return [
             _generate_one(
                 runner, p, s, width, height, frames, fps, steps, guidance_scale, negative_prompt,
@@ -100,20 +108,38 @@ def generate(
 def _conditioned(pipe: Any, conditions: list[Condition]) -> tuple[Any, dict[str, Any]]:
     """The condition pipeline over `pipe`'s own components (the adapter and the marker hook
     included), and its `conditions` argument."""
-    import inspect
-
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
         LTX2ConditionPipeline,
         LTX2VideoCondition,
     )
 
-    wanted = inspect.signature(LTX2ConditionPipeline.__init__).parameters
-    runner = LTX2ConditionPipeline(**{k: v for k, v in pipe.components.items() if k in wanted})
+    made = [LTX2VideoCondition(frames=image, index=index) for image, index in conditions]
+    return _over(pipe, LTX2ConditionPipeline), {"conditions": made}
+
+
+def _in_context(pipe: Any, reference: Reference) -> tuple[Any, dict[str, Any]]:
+    """The IC-LoRA pipeline over `pipe`'s components, and its reference arguments."""
+    from diffusers import LTX2InContextPipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+    video, factor = reference
+    extra = {
+        "reference_conditions": [LTX2ReferenceCondition(frames=video)],
+        "reference_downscale_factor": factor,
+    }
+    return _over(pipe, LTX2InContextPipeline), extra
+
+
+def _over(pipe: Any, cls: type) -> Any:
+    """A `cls` pipeline sharing `pipe`'s components (the live adapter, the marker hook)."""
+    import inspect
+
+    wanted = inspect.signature(cls.__init__).parameters
+    runner = cls(**{k: v for k, v in pipe.components.items() if k in wanted})
     if hasattr(pipe, "ltx_sigmas"):
         runner.ltx_sigmas = pipe.ltx_sigmas
     runner.set_progress_bar_config(disable=True)
-    made = [LTX2VideoCondition(frames=image, index=index) for image, index in conditions]
-    return runner, {"conditions": made}
+    return runner
 
 
 def _check_size(pipe: Any, width: int, height: int, frames: int) -> None:

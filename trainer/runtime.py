@@ -249,6 +249,20 @@ class ValidationSampler:
         self.cache_dir = cache_dir
         self.pipe = None
 
+    def _reference(self, strategy: str) -> tuple | None:
+        """The held-out clip's reference video (decoded from its cached latents) and its
+        downscale factor, for an IC-LoRA render (reference_video); else None."""
+        from ltx.encode import decode_frames
+        from trainer.cache import load_entry
+        from trainer.strategies import reference_downscale_factor
+
+        if strategy != "reference_video":
+            return None
+        tensors = load_entry(self.cache_dir, self.entry)
+        reference = tensors["reference"]
+        factor = reference_downscale_factor(reference[None], tuple(tensors["video"].shape[-2:]))
+        return decode_frames(self.pipe.vae, reference), factor
+
     def _conditions(self, strategy: str) -> list | None:
         """What the mode conditions on, from the held-out clip, as its inference pipeline
         takes it: its first frame (image_to_video), its first and last (keyframes) as images,
@@ -293,6 +307,7 @@ class ValidationSampler:
                 steps=self.cfg.validation_steps,
                 guidance_scale=1.0,
                 conditions=self._conditions(strategy.name),
+                reference=self._reference(strategy.name),
             )
         finally:
             transformer.train()

@@ -292,6 +292,35 @@ def test_downscaled_references_train_and_tell_the_consumers_that_read_it(
     assert train_json["params"]["reference_downscale_factor"] == "2"
 
 
+def test_ic_lora_validation_render_appends_the_held_out_reference(
+    edge_cache, model_path, tmp_path
+) -> None:
+    """A reference_video validation render goes through LTX2InContextPipeline with the held-out
+    clip's reference (its cached latents decoded): every transformer call holds the video's
+    tokens, then the reference's at timestep 0."""
+    from ltx.loading import load_components
+    from trainer.runtime import ValidationSampler
+    from trainer.strategies import get_strategy
+
+    index = json.loads((edge_cache / "index.json").read_text())
+    cfg = TrainerConfig(validation_steps=2)
+    sampler = ValidationSampler(edge_cache, index, model_path, TINY, tmp_path, cfg, seed=0)
+    comps = load_components(model_path, ["transformer", "connectors"])
+    calls: list[tuple[int, torch.Tensor]] = []
+    comps["transformer"].register_forward_pre_hook(
+        lambda _m, _a, kw: calls.append((kw["hidden_states"].shape[1], kw["timestep"])),
+        with_kwargs=True,
+    )
+    sampler.run(2, get_strategy("reference_video"), comps, None)
+    assert (tmp_path / "samples/step-000002.mp4").is_file()
+    _, f, h, w = load_file(edge_cache / sampler.entry["file"])["video"].shape
+    assert len(calls) == 2
+    for tokens, timestep in calls:
+        assert tokens == 2 * f * h * w
+        clean = (timestep.reshape(-1) == 0).nonzero().flatten().tolist()
+        assert clean == list(range(f * h * w, 2 * f * h * w))
+
+
 # -------------------------------------------------------------- validation videos and MLflow
 
 
