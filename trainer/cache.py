@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as serialize
 from tqdm import tqdm
 
@@ -202,10 +202,15 @@ def build_cache(
 
 
 def load_entry(cache_dir: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of one shard; a damaged file is a UserError that says to re-run preprocess."""
+    """The tensors of one shard, checked against the sha256 the index recorded for it: a
+    damaged file (one flipped bit included) is a UserError that says to re-run preprocess,
+    which re-encodes exactly the damaged shards."""
     path = Path(cache_dir) / entry["file"]
     try:
-        return load_file(path)
+        data = path.read_bytes()
+        if "sha256" in entry and sha256_bytes(data) != entry["sha256"]:
+            raise SafetensorError("its bytes do not match the sha256 recorded in index.json")
+        return load_tensors(data)
     except (OSError, SafetensorError) as e:
         raise UserError(
             f"cache shard {path} is missing or damaged ({type(e).__name__}: {e}); "

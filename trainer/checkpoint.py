@@ -14,8 +14,10 @@ import torch
 
 from stagekit.errors import UserError
 from stagekit.files import atomic_dir, read_json, write_json
+from stagekit.hashing import sha256_file
 
 COMPLETE = "complete"
+STATE, DIGEST = "state.pt", "state.sha256"
 
 
 def run_dir(root: Path, fingerprint: str) -> Path:
@@ -48,10 +50,12 @@ def prepare_run(root: Path, fingerprint: str, settings: dict[str, Any], resume: 
 
 
 def save(run: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `step-NNNNNN/` atomically, then drop all but the newest `keep`."""
+    """Write `step-NNNNNN/` atomically (the state and its sha256), then drop all but the newest
+    `keep`."""
     dest = run / f"step-{step:06d}"
     with atomic_dir(dest) as tmp:
-        torch.save(state, tmp / "state.pt")
+        torch.save(state, tmp / STATE)
+        (tmp / DIGEST).write_text(sha256_file(tmp / STATE) + "\n")
     for old in checkpoints(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return dest
@@ -63,8 +67,33 @@ def checkpoints(run: Path) -> list[Path]:
 
 
 def load_latest(run: Path) -> dict[str, Any] | None:
-    found = checkpoints(run)
-    return torch.load(found[-1] / "state.pt", weights_only=True) if found else None
+    """The newest intact checkpoint's state (None: there is none yet). A damaged one (cut
+    short, a changed byte: its sha256 no longer matches) is passed over for the one before,
+    saying which and why; when every one is damaged, a UserError names them."""
+    damaged = []
+    for found in reversed(checkpoints(run)):
+        try:
+            state = _load(found)
+        except (OSError, RuntimeError, EOFError, ValueError) as e:
+            damaged.append(f"{found.name} ({type(e).__name__}: {e})")
+            print(f"train: checkpoint {found} is damaged ({e}); trying the one before")
+            continue
+        if damaged:
+            print(f"train: resuming from {found.name}, the newest intact checkpoint")
+        return state
+    if damaged:
+        raise UserError(
+            f"every checkpoint in {run} is damaged: {'; '.join(damaged)}. Pass "
+            "trainer.resume=false to start this run over"
+        )
+    return None
+
+
+def _load(step_dir: Path) -> dict[str, Any]:
+    digest = step_dir / DIGEST
+    if digest.is_file() and sha256_file(step_dir / STATE) != digest.read_text().strip():
+        raise ValueError(f"{STATE} does not match the sha256 written beside it")
+    return torch.load(step_dir / STATE, weights_only=True)
 
 
 def mark_complete(run: Path) -> None:

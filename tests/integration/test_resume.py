@@ -74,6 +74,29 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(
     assert kept == ["step-000016", "step-000020"]  # keep_checkpoints=2
 
 
+def test_resume_passes_over_a_damaged_latest_checkpoint(
+    uninterrupted, cache_dir, model_path, tmp_path
+) -> None:
+    """Killed, then its newest checkpoint cut short (a full disk, a bad copy): the resumed run
+    starts from the checkpoint before and still ends on the uninterrupted run's exact files."""
+    out, ckpt = tmp_path / "train", tmp_path / "ckpt"
+    proc = start(cache_dir, out, ckpt, model_path)
+    wait_for(ckpt, "*/step-000012/state.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    steps = sorted(next(ckpt.iterdir()).glob("step-*"))
+    assert len(steps) == 2  # keep_checkpoints=2: one to fall back to
+    state = steps[-1] / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
+    resumed = start(cache_dir, out, ckpt, model_path)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+    assert (out / "metrics.jsonl").read_text() == (uninterrupted / "metrics.jsonl").read_text()
+    for name in ("adapter.safetensors", "comfyui.safetensors"):
+        assert (out / "adapter" / name).read_bytes() == (
+            uninterrupted / "adapter" / name
+        ).read_bytes(), name
+
+
 def test_resume_under_changed_settings_is_refused_naming_them(
     cache_dir, model_path, tmp_path
 ) -> None:

@@ -180,6 +180,41 @@ def test_caption_dropout_on_a_cache_without_the_empty_prompt_says_to_preprocess(
         run(copy, tmp_path, model_path, caption_dropout=0.1)
 
 
+def test_a_flipped_bit_in_a_cache_shard_stops_training_naming_the_shard(
+    workspace, cache_dir, model_path, tmp_path
+) -> None:
+    """One bit of one latent value changed after preprocess: safetensors still loads it, but
+    its sha256 no longer matches index.json: training stops before anything is written, naming
+    the shard; preprocess then re-encodes exactly that shard and training goes through."""
+    from trainer.cache import build_cache
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    index = json.loads((copy / "index.json").read_text())
+    entry = next(e for e in index["entries"].values() if e["split"] == "train")
+    shard = copy / entry["file"]
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x04  # inside the last tensor's values, not the header
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"{shard.name} is missing or damaged.*sha256"):
+        run(copy, tmp_path / "bad", model_path)
+    assert not (tmp_path / "bad/train").exists()
+    summary = build_cache(
+        workspace.captioned("sample") / "manifest.jsonl",
+        workspace.curated("sample"),
+        copy,
+        model_path,
+        TINY,
+        PreprocessConfig(),
+        progress=False,
+    )
+    assert summary["encoded"] == 1
+    assert shard.read_bytes() == (cache_dir / entry["file"]).read_bytes()
+    run(copy, tmp_path / "good", model_path)
+    run(cache_dir, tmp_path / "reference", model_path)
+    assert losses(tmp_path / "good") == losses(tmp_path / "reference")
+
+
 # ------------------------------------------------------------------ memory and the optimiser
 
 
