@@ -12,6 +12,17 @@ MODEL_NAME = re.compile(rf"^({_SLUG})\.({_SLUG})$")
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)  # MLflow reserves these
 CHAMPION = "champion"
+# A version's lineage tags, and the tag naming what its scores were measured on. Here, not in
+# register.py, so reading and pulling never import the registration code (numpy for the scan).
+LINEAGE_TAGS = (
+    "dataset_hash",
+    "git_commit",
+    "base_model",
+    "base_model_hash",
+    "config_hash",
+    "ltx_version",
+)
+EVAL_SUITE_TAG = "eval_suite"
 # The key score promotion compares: the evaluator's mean similarity of the adapter's renders to
 # the held-out reference clips (higher is better). Not the lift over the base model: that also
 # moves when the base renders move, while this is what a user of the adapter actually gets.

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.describe import fetch_version, known_models, known_versions
 from registry.licence import require
-from registry.names import CHAMPION, KEY_SCORE, split_model_name
-from registry.register import EVAL_SUITE_TAG
+from registry.names import CHAMPION, EVAL_SUITE_TAG, KEY_SCORE, split_model_name
 from registry.retire import refuse_archived
 from registry.store import client_workspace
 from stagekit.errors import UserError

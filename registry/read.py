@@ -12,8 +12,7 @@ from registry.compat import evaluated_on, supported_bases
 from registry.describe import fetch_version
 from registry.inputs import ADAPTER_DIR, MANIFEST_NAME
 from registry.licence import record_of
-from registry.names import CI_SUFFIXES, split_model_name
-from registry.register import EVAL_SUITE_TAG, LINEAGE_TAGS
+from registry.names import CI_SUFFIXES, EVAL_SUITE_TAG, LINEAGE_TAGS, split_model_name
 from registry.store import client_workspace, workspaces_enabled
 from stagekit.errors import UserError
 

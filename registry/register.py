@@ -33,7 +33,7 @@ from registry.inputs import (
     load_train,
 )
 from registry.licence import licence_tags
-from registry.names import check_alias, split_model_name
+from registry.names import EVAL_SUITE_TAG, LINEAGE_TAGS, check_alias, split_model_name
 from registry.scan import check_adapter
 from registry.store import client_workspace, ensure_experiment
 from stagekit.hashing import sha256_json
@@ -43,19 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_TAGS = (
-    "dataset_hash",
-    "git_commit",
-    "base_model",
-    "base_model_hash",
-    "config_hash",
-    "ltx_version",
-)
 _BATCH = 100  # MLflow's limit on params and tags per log_batch call (metrics: 1000)
 _METRIC_BATCH = 1000
 VERSION_ATTEMPTS = 8
 _TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"}
-EVAL_SUITE_TAG = "eval_suite"
 LINK_ENV = "LTX_LORA_REGISTRY_LINK"  # 1: hard-link adapter files into a local store (no copy)
 
 
