@@ -37,14 +37,22 @@ class DatasetCard(BaseModel):
     class_noun: str = Field(min_length=1)
     owner: str = Field(min_length=1)
     rights: str = Field(min_length=1)
-    # Optional rights details the registry records per version (docs/registry.md, Licences).
-    licence: str | None = Field(default=None, min_length=1)
-    consent: Literal["obtained", "no-people", "not-obtained"] | None = None
+    # Optional rights details the registry records per version (docs/registry.md). Left out of
+    # model_dump (stages hash the card): recording rights must not re-run curation or training.
+    licence: str | None = Field(default=None, min_length=1, exclude=True)
+    consent: Literal["obtained", "no-people", "not-obtained"] | None = Field(
+        default=None, exclude=True
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def registry_name(self) -> str:
         return f"{self.client}.{self.adapter}"
+
+    def registry_record(self) -> dict[str, Any]:
+        """What the registry records of the card: every field, the rights details included."""
+        rights = {"licence": self.licence, "consent": self.consent}
+        return self.model_dump() | {k: v for k, v in rights.items() if v is not None}
 
 
 def load_card(path: Path) -> DatasetCard:

@@ -366,7 +366,7 @@ def register(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
         eval_dir=eval_dir if (eval_dir / "metrics.json").is_file() else None,
         experiment=cfg.registry.experiment,
         alias=cfg.registry.alias,
-        dataset_card=card.model_dump(),
+        dataset_card=card.registry_record(),  # with the rights details model_dump leaves out
     )
     info = describe_version(client, reg.name, str(reg.version))
     print(format_registration(reg, info))

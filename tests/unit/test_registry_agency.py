@@ -394,3 +394,32 @@ def test_a_version_registered_before_licences_gets_its_record_from_its_card(clie
     record = set_licence(client, NAME, v, {"distribution": "client"}, reason="records added")
     assert record["data_owner"] == "Acme Brand Team" and record["distribution"] == "client"
     assert promote(client, NAME, v).to_version == v
+
+
+def test_card_rights_fields_reach_the_registry_without_changing_stage_fingerprints(
+    client, tmp_path
+):
+    import yaml
+
+    from curation.card import load_card
+
+    path = tmp_path / "dataset.yaml"
+    path.write_text(yaml.safe_dump(CARD | {"licence": "CC-BY-4.0", "consent": "no-people"}))
+    card = load_card(path)
+    assert card.model_dump() == CARD  # curate/caption/evaluate hash this: unchanged
+    path.write_text(yaml.safe_dump(CARD | {"consent": "maybe"}))
+    with pytest.raises(UserError, match=r"field 'consent' is invalid.*no-people"):
+        load_card(path)
+    v = register_adapter(
+        client,
+        name=NAME,
+        train_dir=make_train_dir(tmp_path / "t", seed=1),
+        eval_dir=None,
+        experiment="ltx-lora",
+        dataset_card=card.registry_record(),
+    ).version
+    record = show(client, NAME, str(v))["licence"]
+    assert (record["data_licence"], record["consent"]) == ("CC-BY-4.0", "no-people")
+    set_licence(
+        client, NAME, v, {"licence.base_agreement": "LT-1", "distribution": "public"}, reason="ok"
+    )
