@@ -31,13 +31,14 @@ PARAMS_HELP = "write params.yaml: the composed config that `dvc repro` / `dvc ex
 
 EPILOG = """\
 examples:
-  ltx-lora run                                  the sample dataset on the tiny model
+  ltx-lora run                                  the sample dataset on the demo base
   ltx-lora run dataset=acme-mascot              your clips in datasets/acme-mascot/raw/
   ltx-lora train lora.rank=16 trainer.max_steps=50
   ltx-lora run experiment=quick                 an override-only file in configs/experiment/
   ltx-lora train --cfg                          print the composed config and exit
   ltx-lora plan model=ltx2 --gpu 24GB --clip 121x512x768   what fits a 24 GB card
   ltx-lora train -m lora.rank=8,16 trainer.lr=1e-4,2e-4   a Hydra sweep (docs/scaling.md)
+  ltx-lora train trainer.strategy=keyframes      a mode (docs/training.md, "Modes")
   ltx-lora params && dvc repro                  the pipeline under DVC (dvc exp run -S k=v)
 
 The workspace is --workspace, else $LTX_LORA_WORKSPACE, else the current directory.
