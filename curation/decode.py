@@ -109,6 +109,8 @@ class AudioCursor:
         self.rate, self.channels = rate, channels
         self._buf = np.zeros((1 if layout == "mono" else 2, 0), np.float32)
         self._buf_start = 0  # sample index of _buf[:, 0], counted from the first audio frame
+        self._pending: list[np.ndarray] = []  # decoded after _buf, joined once per window
+        self._pending_n = 0
         self._first_t: float | None = None
         self._lost_at: float | None = None  # source time of a bad packet not yet filled in
         self._error: Exception | None = None
@@ -121,8 +123,11 @@ class AudioCursor:
         first = self._first_t or 0.0
         begin = round((start_s - first) * self.rate)
         end = begin + round(duration_s * self.rate)
-        while not self._done and self._buf_start + self._buf.shape[1] < end:
+        while not self._done and self._end_sample() < end:
             self._pull()
+        if self._pending:
+            self._buf = np.concatenate([self._buf, *self._pending], axis=1)
+            self._pending, self._pending_n = [], 0
         lo, hi = max(begin, self._buf_start), min(end, self._buf_start + self._buf.shape[1])
         out = np.zeros((self._buf.shape[0], end - begin), np.float32)
         if hi > lo:
@@ -181,14 +186,15 @@ class AudioCursor:
         self._lost_at = None
 
     def _end_sample(self) -> int:
-        return self._buf_start + self._buf.shape[1]
+        return self._buf_start + self._buf.shape[1] + self._pending_n
 
     def _end_time(self) -> float:
         return (self._first_t or 0.0) + self._end_sample() / self.rate
 
     def _append(self, chunks: list[np.ndarray]) -> None:
         if chunks:
-            self._buf = np.concatenate([self._buf, *chunks], axis=1).astype(np.float32)
+            self._pending += [c.astype(np.float32, copy=False) for c in chunks]
+            self._pending_n += sum(c.shape[1] for c in chunks)
 
 
 def truncated_detail(cut_s: float, listed_s: float, outcome: str) -> str:
