@@ -13,7 +13,9 @@
 set -euo pipefail
 RECIPE=${1:?which recipe: ddp_multinode or fsdp2_multinode}; shift
 MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export OMP_NUM_THREADS=8
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+# SLURM 22.05 srun does not inherit sbatch's --cpus-per-task; this hands it on
+export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
 srun bash -c 'exec accelerate launch --config_file "configs/accelerate/$0.yaml" \
-    --machine_rank "$SLURM_NODEID" --main_process_ip "$1" --main_process_port 29500 \
+    --machine_rank "$SLURM_NODEID" --main_process_ip "$1" --main_process_port "${MASTER_PORT:-29500}" \
     -m ltx_lora.cli train "${@:2}"' "$RECIPE" "$MAIN_ADDR" "$@"
