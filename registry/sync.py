@@ -88,24 +88,24 @@ def sync(
             if alias not in row["aliases"]:
                 continue
             rel = _relpath(row["name"], consumer)
-            mv, why = _entitled(client, row["name"], alias, level, base, allow_cross_version)
+            try:
+                mv, why = _entitled(client, row["name"], alias, level, base, allow_cross_version)
+            except UserError as e:  # unreadable now (permissions, a server hiccup): keep its file
+                result.failed[row["name"]] = str(e)
+                continue
             if mv is None:
                 result.skipped[row["name"]] = why
                 continue
             wanted[rel] = mv
         new = _place(client, dest, wanted, files, consumer, result)
-        new |= {rel: files[rel] for rel in _failed_paths(result, wanted) if rel in files}
+        # A model that failed keeps the file an earlier run wrote (if any).
+        new |= {rel: e for rel, e in files.items() if e["name"] in result.failed}
         for rel in sorted(set(files) - set(new)):
             _remove(dest, rel, files[rel], result)
         manifest = {"alias": alias, "consumer": consumer, "client": client_slug, "files": new}
         if manifest != old:
             write_json(dest / MANIFEST, manifest)
     return result
-
-
-def _failed_paths(result: SyncResult, wanted: dict[str, Any]) -> list[str]:
-    """The paths of models whose download failed: their previous file (if any) stays listed."""
-    return [rel for rel, mv in wanted.items() if mv.name in result.failed]
 
 
 def _entitled(
