@@ -423,3 +423,42 @@ def test_card_rights_fields_reach_the_registry_without_changing_stage_fingerprin
     set_licence(
         client, NAME, v, {"licence.base_agreement": "LT-1", "distribution": "public"}, reason="ok"
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 256 KiB tmpfs (root only; skipped elsewhere): a disk that really fills up."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_sync_on_a_really_full_disk_keeps_the_previous_file(client, tmp_path, small_disk):
+    v1 = add(client, tmp_path, 1).version
+    promote(client, NAME, v1)
+    dest = small_disk / "loras"
+    assert sync(client, dest, client_slug="acme").written == [f"{NAME}.safetensors"]
+    kept = sha256_file(dest / f"{NAME}.safetensors")
+    promote(client, NAME, add(client, tmp_path, 2).version)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    result = sync(client, dest, client_slug="acme")
+    assert "no room to write" in result.failed[NAME]
+    assert sha256_file(dest / f"{NAME}.safetensors") == kept
+    assert sorted(p.name for p in dest.iterdir()) == [LOCK, f"{NAME}.safetensors", MANIFEST]
+    filler.unlink()
+    assert sync(client, dest, client_slug="acme").written == [f"{NAME}.safetensors"]
+    assert sha256_file(dest / f"{NAME}.safetensors") != kept
