@@ -14,11 +14,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "srun")
+DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 SBIN = ("/usr/sbin", "/sbin", "/usr/bin")
 
 
@@ -28,7 +29,7 @@ def which(name: str) -> str | None:
 
 
 def missing() -> list[str]:
-    return [name for name in DAEMONS if which(name) is None]
+    return [name for name in (*DAEMONS, *CLIENTS) if which(name) is None]
 
 
 def free_port() -> int:
@@ -217,9 +218,12 @@ class SlurmCluster:
                 raise RuntimeError(f"{p.args[0]} exited ({p.returncode}):\n{self.logs()}")
 
     def stop(self) -> None:
-        """Cancel what is left, then stop slurmd, slurmctld and munged (in that order) by PID."""
-        if self.procs and self.procs[0].poll() is None:
+        """Cancel what is left and let slurmd end it (its job steps outlive slurmd itself), then
+        stop slurmd, slurmctld and munged, in that order, by PID."""
+        if self.procs and all(p.poll() is None for p in self.procs):
             self.run("scancel", "--full", "--user", "root", check=False)
+            with suppress(AssertionError):  # stopped anyway; the log says what was left
+                self.wait_empty(timeout=30)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
