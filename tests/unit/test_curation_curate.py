@@ -14,9 +14,9 @@ import yaml
 from curation.card import DatasetCard, load_card
 from curation.config import CurationConfig
 from curation.curate import curate, format_summary
-from curation.split import split_dataset
 from curation.media import write_clip
 from curation.sample import RAW_CLIPS, generate_sample_dataset
+from curation.split import split_dataset
 from ltx.buckets import BucketRules
 from stagekit.errors import UserError
 from stagekit.files import read_jsonl
