@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stagekit.errors import UserError
+from stagekit.hashing import sha256_file
 from tests.integration import train_job
 from trainer.cache import INDEX
 from trainer.config import LoraConfig
@@ -132,10 +133,12 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(cache_dir, model_path, tmp
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     index = json.loads((cache / INDEX).read_text())
-    for entry in index["entries"].values():  # poison every training clip
+    for entry in index["entries"].values():  # poison every clip, as a bad encode would
         tensors = load_file(cache / entry["file"])
         tensors["video"] = torch.full_like(tensors["video"], float("nan"))
         save_file(tensors, cache / entry["file"])
+        entry["sha256"] = sha256_file(cache / entry["file"])  # recorded as preprocess would
+    (cache / INDEX).write_text(json.dumps(index))
     cfg = train_job.job_config(STEPS)
     with pytest.raises(UserError, match=r"step 1: the loss \(nan\) is not finite.*no checkpoint"):
         train(

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from stagekit.errors import UserError
+from stagekit.hashing import sha256_file
 from tests.integration.conftest import TINY
 from tests.integration.train_job import LINEAGE
 from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
@@ -442,10 +443,13 @@ def test_a_run_stopped_by_the_loss_guard_ends_failed_in_mlflow(
 
     copy = tmp_path / "cache"
     shutil.copytree(cache_dir, copy)
-    for shard in copy.glob("[!_]*.safetensors"):  # NaN latents: the loss is not finite
-        tensors = load_file(shard)
+    index = json.loads((copy / "index.json").read_text())
+    for entry in index["entries"].values():  # NaN latents (as a bad encode): not finite
+        tensors = load_file(copy / entry["file"])
         tensors["video"] = torch.full_like(tensors["video"], float("nan"))
-        save_file(tensors, shard)
+        save_file(tensors, copy / entry["file"])
+        entry["sha256"] = sha256_file(copy / entry["file"])
+    (copy / "index.json").write_text(json.dumps(index))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_schema(uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
