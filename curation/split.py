@@ -48,20 +48,46 @@ def split_dataset(
     by_source: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_source[r["source"]].append(r)
-    validation = _whole_sources(by_source, fraction, seed)
-    val_rows = [r for s in validation for r in by_source[s]]
-    chosen: dict[int, str] = {id(r): "validation" for r in val_rows}
-    split_sources: list[str] = []
-    guarded: list[dict] = []
-    if fraction > 0 and not _within(_shares(rows, val_rows), fraction, rows):
-        inner = _split_inside(by_source, validation, rows, val_rows, fraction, max_distance)
-        if inner is not None:
-            source, inner_val, guarded = inner
-            split_sources = [source]
-            chosen |= {id(r): "validation" for r in inner_val}
+    whole = _whole_sources(by_source, fraction, seed)
+    # Splitting a source inside only adds to validation, so it may do better from one whole
+    # source fewer (three equal sources and a 20 % target: a third is too much).
+    plans = [_plan(by_source, rows, v, fraction, max_distance) for v in (whole, whole[:-1])]
+    chosen, guarded, split_sources = min(plans, key=lambda p: _rank(p, rows, fraction))
     dropped = {id(r) for r in guarded}
     out = [{**r, "split": chosen.get(id(r), "train")} for r in rows if id(r) not in dropped]
     return Split(out, guarded, _report(out, fraction, split_sources, len(guarded)))
+
+
+Plan = tuple[dict[int, str], list[dict], list[str]]  # row id -> split, guarded rows, split sources
+
+
+def _plan(
+    by_source: dict[str, list[dict]],
+    rows: list[dict],
+    validation: list[str],
+    fraction: float,
+    max_distance: int,
+) -> Plan:
+    """`validation`'s sources whole, plus a split inside the largest other one if that helps."""
+    val_rows = [r for s in validation for r in by_source[s]]
+    chosen = {id(r): "validation" for r in val_rows}
+    if fraction <= 0 or _within(_shares(rows, val_rows), fraction, rows):
+        return chosen, [], []
+    inner = _split_inside(by_source, validation, rows, val_rows, fraction, max_distance)
+    if inner is None:
+        return chosen, [], []
+    source, inner_val, guarded = inner
+    return chosen | {id(r): "validation" for r in inner_val}, guarded, [source]
+
+
+def _rank(plan: Plan, rows: list[dict], fraction: float) -> tuple[bool, int, float]:
+    """Within the margin first, then fewest clips dropped, then closest to the target."""
+    chosen, guarded, _ = plan
+    dropped = {id(r) for r in guarded}
+    kept = [r for r in rows if id(r) not in dropped]
+    val = [r for r in kept if id(r) in chosen]
+    shares = _shares(kept, val)
+    return not _within(shares, fraction, kept), len(guarded), _error(shares, fraction)
 
 
 def _whole_sources(by_source: dict[str, list[dict]], fraction: float, seed: int) -> list[str]:

@@ -207,7 +207,11 @@ def test_changed_config_recurates(sample_run, tmp_path: Path) -> None:
     summary = curate(
         raw, copy, load_card(raw.parent / "dataset.yaml"), default_cfg(frames=9), RULES
     )
-    assert not summary["skipped"] and summary["curated"] == 35 and summary["reused"] == 0
+    assert not summary["skipped"] and summary["reused"] == 0
+    # 35 clips; whole sources miss the 20 % share by more than 5 points, so one source is split
+    # and the guard drops the clips within 1 s after its boundary (0.375-s clips: three).
+    assert summary["curated"] == 32 and summary["split"]["guard_dropped"] == 3
+    assert summary["segments_dropped"] == {"split_guard": 3}
     rows = read_jsonl(copy / "manifest.jsonl")
     assert not {r["id"] for r in rows} & old_ids
     assert sorted(p.name for p in (copy / "clips").iterdir()) == sorted(
