@@ -93,7 +93,10 @@ def test_raw_regex_and_bad_targets(model_dir: Path) -> None:
         add_lora(transformer, 4, 4, 0.0, "attn1[")
     with pytest.raises(UserError, match="match no Linear"):
         add_lora(transformer, 4, 4, 0.0, "nothing_here")
-    assert set(TARGETS) == {"video_attention", "video_attention_ff", "all"}
+    assert set(TARGETS) == {"video_attention", "video_attention_ff", "audio", "all"}
+    # `audio`: exactly the modules that write into the audio stream
+    audio = {name.split(".")[2] for name in target_modules(transformer, "audio")}
+    assert audio == {"audio_attn1", "audio_attn2", "audio_ff", "video_to_audio_attn"}
 
 
 def test_add_lora_starts_equal_to_base_and_counts_params(model_dir: Path) -> None:
