@@ -86,7 +86,8 @@ def test_resume_passes_over_a_damaged_latest_checkpoint(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     steps = sorted(next(ckpt.iterdir()).glob("step-*"))
-    assert len(steps) == 2  # keep_checkpoints=2: one to fall back to
+    # keep_checkpoints=2 (3 when killed between a save and the removal of the oldest)
+    assert len(steps) >= 2  # one to fall back to
     state = steps[-1] / "state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
     resumed = start(cache_dir, out, ckpt, model_path)
