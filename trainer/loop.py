@@ -178,22 +178,6 @@ def _mean_over_processes(parts: dict[str, float], accelerator: Accelerator) -> d
     return dict(zip(names, values.tolist(), strict=True))
 
 
-def _ranks_agree(params: dict[str, torch.nn.Parameter], accelerator: Accelerator) -> float:
-    """Largest difference between any process's adapter and the main one's (0 when in sync)."""
-    if accelerator.num_processes == 1:
-        return 0.0
-    import torch.distributed as dist
-
-    flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
-    reference = flat.clone()
-    dist.broadcast(reference, src=0)
-    diff = (flat - reference).abs().max().reshape(1)
-    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-    if diff.item() > 0:
-        raise RuntimeError(f"processes diverged: adapter weights differ by {diff.item():.3g}")
-    return diff.item()
-
-
 def lr_factor(cfg: TrainerConfig):
     """Linear warmup, then cosine or linear decay to 10 % of the peak, or constant."""
 

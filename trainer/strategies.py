@@ -112,14 +112,8 @@ class ImageToVideo(AudioVideo):
         sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
         parts: dict[str, float] | None = None,
     ) -> torch.Tensor:
-        x0 = batch.video  # [B, C, F, H, W]
-        b, _, f, h, w = x0.shape
         sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
-        noise = sharded_randn(x0.shape, generator, batch.shard)
-        x_t, target = noisy_latents(x0, noise, sv)
-        x_t[:, :, 0] = x0[:, :, 0]
-        token_sigma = sv[:, None].expand(b, f * h * w).clone()  # tokens are frame-major
-        token_sigma[:, : h * w] = 0.0
+        x_t, target, token_sigma = _first_frame_clean(batch, batch.video[:, :, :1], sv, generator)
         x_a, target_a = _noised_audio(batch, sa, generator)
         pred_v, pred_a = predict_velocity(
             denoiser, x_t, x_a, batch.text, token_sigma, sa, fps=batch.fps
@@ -192,14 +186,10 @@ class Keyframes(AudioVideo):
                 "`ltx-lora preprocess preprocess.keyframes=first_last`"
             )
         first, last = batch.keyframes
-        x0 = batch.video  # [B, C, F, H, W]
-        b, _, f, h, w = x0.shape
+        b, _, f, h, w = batch.video.shape
         sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
-        noise = sharded_randn(x0.shape, generator, batch.shard)
-        x_t, target = noisy_latents(x0, noise, sv)
-        x_t[:, :, 0] = first[:, :, 0]  # the first image, as the pipeline overwrites frame 0
-        token_sigma = sv[:, None].expand(b, f * h * w).clone()  # tokens are frame-major
-        token_sigma[:, : h * w] = 0.0
+        # the first image's own latent, as the pipeline overwrites frame 0
+        x_t, target, token_sigma = _first_frame_clean(batch, first, sv, generator)
         coords = last_frame_coords(denoiser["transformer"], b, f, h, w, batch.fps)
         x_a, target_a = _noised_audio(batch, sa, generator)
         pred_v, pred_a = predict_with_appended(
@@ -345,6 +335,21 @@ def predict_with_appended(
         return video_v, None
     _, _, length, mel = audio.shape
     return video_v, LTX2Pipeline._unpack_audio_latents(audio_out.float(), length, num_mel_bins=mel)
+
+
+def _first_frame_clean(
+    batch: Batch, first: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The video noised at `sigma` [B] but its first latent frame set to `first` [B, C, 1, H, W]
+    and at timestep 0 (per-token noise levels [B, F*H*W], frame-major): x_t, target, levels."""
+    x0 = batch.video  # [B, C, F, H, W]
+    b, _, f, h, w = x0.shape
+    noise = sharded_randn(x0.shape, generator, batch.shard)
+    x_t, target = noisy_latents(x0, noise, sigma)
+    x_t[:, :, 0] = first[:, :, 0]
+    token_sigma = sigma[:, None].expand(b, f * h * w).clone()
+    token_sigma[:, : h * w] = 0.0
+    return x_t, target, token_sigma
 
 
 def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator):
