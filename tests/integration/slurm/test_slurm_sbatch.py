@@ -1,6 +1,6 @@
 """configs/accelerate/sbatch_*.sh submitted with `sbatch` to a real slurmctld: 2 processes on the
-one node train the adapter a plain 2-process `torchrun` trains, and a job cancelled mid-run
-resumes from its last checkpoint when submitted again."""
+one node train the adapter a plain 2-process `torchrun` trains, also when SLURM requeues the
+job mid-run (--requeue) or a cancelled job is submitted again: each resumes from a checkpoint."""
 
 from __future__ import annotations
 
@@ -101,6 +101,15 @@ def saved_steps(checkpoints: Path) -> list[int]:
     return [int(p.parent.name.split("-")[1]) for p in checkpoints.glob("*/step-*/state.pt")]
 
 
+def wait_for_checkpoint(slurm: SlurmCluster, ws: Workspace, job: str, step: int) -> None:
+    ckpts = ws.outputs("sample") / "checkpoints"
+    deadline = time.time() + 300
+    while max(saved_steps(ckpts), default=0) < step:
+        assert slurm.state(job) in ("PENDING", "RUNNING"), job_log(ws, job) + slurm.logs()
+        assert time.time() < deadline, f"no step-{step} checkpoint in 300 s"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def reference(new_ws) -> Workspace:
     """The same training as a plain 2-process torchrun on this machine, no SLURM."""
@@ -129,14 +138,32 @@ def reference(new_ws) -> Workspace:
     return ref
 
 
-def test_sbatch_torchrun_trains_the_torchrun_adapter(
+def test_requeued_sbatch_torchrun_job_trains_the_torchrun_adapter(
     slurm: SlurmCluster, reference: Workspace, new_ws
 ) -> None:
+    """sbatch_torchrun.sh submitted with --requeue and requeued by SLURM after its step-8
+    checkpoint (`scontrol requeue`, what preemption does): the same job id runs the script
+    again, resumes, and ends with the plain torchrun run's losses and adapter."""
     ws = new_ws("sbatch_torchrun")
-    job = submit(slurm, ws, "sbatch_torchrun.sh", TORCHRUN_ON_THIS_NODE, wait=True)
+    opts = (*TORCHRUN_ON_THIS_NODE, "--requeue", "--open-mode=append")
+    job = submit(slurm, ws, "sbatch_torchrun.sh", opts, wait=False)
+    wait_for_checkpoint(slurm, ws, job, step=8)
+    slurm.run("scontrol", "requeue", job)
+    # requeued once its first run has ended, the job waits ~2 minutes (its begin time) before
+    # it may start again; an admin can say now
+    deadline = time.time() + 60
+    while slurm.state(job) != "PENDING":
+        assert time.time() < deadline, slurm.logs()
+        time.sleep(0.1)
+    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    slurm.wait_empty(timeout=600)
+    ctld = slurm.ctld_log()
+    assert re.search(rf"Requeuing JobId={job}\b", ctld), ctld[-3000:]
+    assert re.search(rf"_job_complete: JobId={job} WEXITSTATUS 0", ctld), job_log(ws, job)
+    log = job_log(ws, job, tail=0)
+    resumed = re.search(r"train: resuming from step (\d+) \(", log)
+    assert resumed and 8 <= int(resumed.group(1)) < STEPS, log[-3000:]
     assert_same_training(ws, reference)
-    assert re.search(rf"_job_complete: JobId={job} WEXITSTATUS 0", slurm.ctld_log())
-    slurm.wait_empty(timeout=30)
 
 
 def test_cancelled_srun_job_resumes_from_its_last_checkpoint(
@@ -148,11 +175,7 @@ def test_cancelled_srun_job_resumes_from_its_last_checkpoint(
     ws = new_ws("sbatch_srun")
     job = submit(slurm, ws, "sbatch_srun.sh", SRUN_ON_THIS_NODE, wait=False)
     ckpts = ws.outputs("sample") / "checkpoints"
-    deadline = time.time() + 300
-    while max(saved_steps(ckpts), default=0) < 8:
-        assert slurm.state(job) in ("PENDING", "RUNNING"), job_log(ws, job) + slurm.logs()
-        assert time.time() < deadline, "no step-8 checkpoint in 300 s"
-        time.sleep(0.05)
+    wait_for_checkpoint(slurm, ws, job, step=8)
     slurm.run("scancel", job)
     slurm.wait_empty(timeout=60)
     assert not ws.train("sample").exists(), "the job finished before scancel reached it"
