@@ -30,13 +30,18 @@ lint: setup
 	$(BIN)/lint-imports
 
 # the dataset report is checked in headless Chromium, the registry's reflinked store on a
-# loop-mounted XFS image (Debian's packages; root on CI machines)
+# loop-mounted XFS image, sweeps and sbatch jobs on a one-node SLURM cluster (Debian's packages;
+# root on CI machines)
 test: lint
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
 		|| echo "chromium unavailable: the report test will say so"
 	command -v mkfs.xfs >/dev/null || apt-get install -y -q xfsprogs \
 		|| (apt-get update -q && apt-get install -y -q xfsprogs) \
 		|| echo "xfsprogs unavailable: the reflink tests will say so"
+	command -v slurmctld >/dev/null && command -v munged >/dev/null \
+		|| apt-get install -y -q slurm-wlm munge \
+		|| (apt-get update -q && apt-get install -y -q slurm-wlm munge) \
+		|| echo "slurm-wlm/munge unavailable: the SLURM tests will say so"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # every bench/bench_*.py side by side: one table of ratios, also written to docs/benchmarks.md
