@@ -77,6 +77,9 @@ class EvaluationConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     fvd_min_clips: int = Field(8, ge=2)  # per side; fewer gives a meaningless covariance
     denoising: bool = True  # held-out denoising error on the references (evaluation/denoising.py)
+    # evaluate an adapter on a base other than the one it was trained on (another LTX version):
+    # the verdict then records that version as tested (registry: `tested.<version>`)
+    allow_cross_version: bool = False
 
     def render_settings(self) -> dict[str, float | int]:
         return {

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from evaluation import motion
-from evaluation.adapters import check_base_model
+from evaluation.adapters import check_base_model, made_for
 from evaluation.config import EvaluationConfig
 from evaluation.denoising import SIGMAS, cached_errors
 from evaluation.features import FeatureStore
@@ -61,8 +61,11 @@ def evaluate(
     sides = {"base": (None, None), "adapter": (adapter, adapter_sha)}
     if champion is not None and sha256_file(champion) != adapter_sha:  # not itself
         sides["champion"] = (champion, sha256_file(champion))
-    for path, _ in list(sides.values())[1:]:
+    cross = [path for path, _ in list(sides.values())[1:] if not made_for(path, mhash)]
+    for path in cross if not cfg.allow_cross_version else []:
         check_base_model(path, mhash)
+    for path in cross:  # allowed: said, and recorded in metrics.json
+        print(f"evaluate: {path.name} was trained on another base; evaluating it on this one")
     fingerprint = sha256_json(
         {
             "v": EVAL_VERSION,
@@ -94,6 +97,7 @@ def evaluate(
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
         metrics["adapter_strength"] = cfg.adapter_strength
+        metrics["cross_version"] = bool(cross)  # an adapter trained on another base
         metrics["files"] = _copy_media(tmp, samples, references)
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.html", render_report(metrics))

@@ -183,6 +183,33 @@ def test_another_base_models_adapter_is_refused(evaluated, workspace, model_path
     assert not (tmp_path / "out").exists()
 
 
+def test_another_base_models_adapter_is_evaluated_when_allowed(
+    evaluated, workspace, model_path, tmp_path
+) -> None:
+    """evaluation.allow_cross_version=true (an adapter of another LTX version, tested on this
+    one): evaluated, and metrics.json says so beside this base's version, which `register`
+    records as tested on the registry version."""
+    alien = write_adapter(model_path, tmp_path / "alien.safetensors", "f" * 64)
+    cfg = small_config().model_copy(update={"allow_cross_version": True})
+    evaluate(
+        alien,
+        workspace.reference("sample"),
+        tmp_path / "out",
+        model_path,
+        TINY,
+        cfg,
+        load_card(workspace.card("sample")).model_dump(),
+        curated_dir=workspace.curated("sample"),
+        cache_dir=evaluated["root"] / "cache",
+    )
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["cross_version"] is True and metrics["ltx_version"] == TINY.ltx_version
+    assert metrics["verdict"] in ("pass", "fail") and "fidelity_lift" in metrics["scores"]
+    assert evaluated["first"]["skipped"] is False
+    own = read_json(evaluated["root"] / "a" / "metrics.json")
+    assert own["cross_version"] is False
+
+
 def test_no_reference_clips_is_a_clear_error(workspace, model_path, adapter, tmp_path) -> None:
     (tmp_path / "ref").mkdir()
     with pytest.raises(UserError, match="no reference clips"):
