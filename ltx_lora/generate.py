@@ -85,7 +85,7 @@ def resolve_adapter(args: argparse.Namespace, ws: Any, base: str | None = None) 
     from registry.read import parse_ref
 
     name, ref = parse_ref(spec)
-    dest = ws.root / ".adapters" / name / ref
+    dest = ws.root / ".ltx-lora" / "adapters" / name / ref  # the workspace's own state, ignored
     allow = getattr(args, "allow_cross_version", False)
     got = pull(
         open_registry(args), name, ref, "diffusers", dest, base=base, allow_cross_version=allow

@@ -432,8 +432,14 @@ def _encode_rows(
 
 def _progress(total: int, desc: str, show: bool) -> tqdm:
     """A bar on stderr with clips/s and the time left."""
+    # nothing to encode (an up-to-date cache): no empty 0/0 bar, the stage's line says so
     return tqdm(
-        total=total, desc=desc, unit="clip", disable=not show, bar_format=BAR, smoothing=0.1
+        total=total,
+        desc=desc,
+        unit="clip",
+        disable=not show or total == 0,
+        bar_format=BAR,
+        smoothing=0.1,
     )
 
 

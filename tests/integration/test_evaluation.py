@@ -288,7 +288,7 @@ def test_generate_with_a_registered_adapter(workspace, adapter, model_path, tmp_
     argv = ["--workspace", str(workspace.root), "generate", "model=tiny", "--tracking-uri", uri]
     argv += ["--adapter", f"{name}@candidate", "--prompt", "zorblat mascot", "--out", str(out)]
     assert main(argv) == 0
-    pulled = workspace.root / ".adapters" / name / "candidate"
+    pulled = workspace.root / ".ltx-lora" / "adapters" / name / "candidate"
     assert sha256_file(next(pulled.glob("*.safetensors"))) == sha256_file(adapter)
     from ltx.sampling import read_clip
 
