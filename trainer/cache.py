@@ -48,6 +48,7 @@ from stagekit.errors import UserError
 from stagekit.files import atomic_path, read_json, read_jsonl, write_json
 from stagekit.hashing import sha256_bytes, sha256_file, sha256_json
 from trainer.config import PreprocessConfig
+from trainer.controls import downscaled, edge_frames
 from trainer.text_encoder import load_text_parts
 
 INDEX = "index.json"
@@ -755,40 +756,3 @@ def _device(device: str | None) -> str:
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return "cpu"
-
-
-def downscaled(frames: np.ndarray, factor: int, vae: Any) -> np.ndarray:
-    """uint8 [F, H, W, 3] frames at 1/`factor` of their height and width (area averaging), as
-    an IC-LoRA pipeline shrinks a full-size reference for `reference_downscale_factor`."""
-    if factor == 1:
-        return frames
-    _, height, width, _ = frames.shape
-    step = factor * vae.spatial_compression_ratio
-    if height % step or width % step:
-        raise UserError(
-            f"preprocess.reference_downscale={factor}: a {width}x{height} clip's reference "
-            f"would not be a multiple of the VAE's {vae.spatial_compression_ratio} pixels; use "
-            f"buckets whose sides are multiples of {step}, or a smaller factor"
-        )
-    pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.avg_pool2d(pixels, factor)
-    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def edge_frames(frames: np.ndarray) -> np.ndarray:
-    """A control video derived from a clip, for IC-LoRA training on datasets that have no
-    paired control: the Sobel gradient magnitude of each frame's luma, scaled to 0..255 per
-    clip, as grey RGB uint8 [F, H, W, 3] of the clip's size."""
-    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx = (
-        padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, 1:-1, :-2] - padded[:, 2:, :-2]
-    )  # fmt: skip
-    gy = (
-        padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, :-2, 1:-1] - padded[:, :-2, 2:]
-    )  # fmt: skip
-    magnitude = np.hypot(gx, gy)
-    scaled = magnitude * (255.0 / max(float(magnitude.max()), 1e-6))
-    return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=-1)

@@ -121,7 +121,7 @@ def model_configs(cfg: ModelConfig, model_path: Path | None = None) -> dict[str,
     names = ("transformer", "connectors")
     for folder in (model_path, Path(cfg.config_dir).expanduser() if cfg.config_dir else None):
         if folder is not None and all((folder / n / "config.json").is_file() for n in names):
-            return {n: _config_json(folder / n / "config.json") for n in names}
+            return {n: config_json(folder / n / "config.json") for n in names}
     if cfg.source == "tiny":
         from ltx import tiny
 
@@ -135,7 +135,8 @@ def model_configs(cfg: ModelConfig, model_path: Path | None = None) -> dict[str,
     return {n: dict(configs[n]) for n in names}
 
 
-def _config_json(path: Path) -> dict[str, Any]:
+def config_json(path: Path) -> dict[str, Any]:
+    """A component's config.json without its `_`-prefixed bookkeeping keys."""
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
@@ -378,28 +379,33 @@ def model_facts(step: StepShape) -> dict[str, Any]:
         "dtype": step.dtype,
         "dtype_bytes": torch.empty((), dtype=dtype).element_size(),
         "transformer_params": sum(p.numel() for p in frozen),
-        "transformer_bytes": _bytes(frozen) + _bytes(transformer.buffers()),
+        "transformer_bytes": tensor_bytes(frozen) + tensor_bytes(transformer.buffers()),
         "blocks_linear": blocks,
         # the largest block: every swapped block gets a ring buffer this size
         "block_linear": max(per_block.values(), key=lambda b: b["numel"] * 2 + b["bias_bytes"]),
         "largest_block_linear": largest,
         "connectors_params": sum(p.numel() for p in connectors.parameters()),
-        "connectors_bytes": _bytes(connectors.parameters()) + _bytes(connectors.buffers()),
-        "projection_bytes": _projection_bytes(connectors),
+        "connectors_bytes": module_bytes(connectors),
+        "projection_bytes": projection_bytes(connectors),
         "adapter_numel": sum(p.numel() for p in adapter),
-        "adapter_bytes": _bytes(adapter),
+        "adapter_bytes": tensor_bytes(adapter),
     }
 
 
-def _projection_bytes(connectors: Any) -> int:
+def projection_bytes(connectors: Any) -> int:
     """The connectors' text projections (trainer.placement keeps them on the host)."""
     from trainer.text_encoder import PROJECTIONS
 
     parts = [getattr(connectors, n) for n in PROJECTIONS if hasattr(connectors, n)]
-    return sum(_bytes([*m.parameters(), *m.buffers()]) for m in parts)
+    return sum(module_bytes(m) for m in parts)
 
 
-def _bytes(tensors: Any) -> int:
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return tensor_bytes([*module.parameters(), *module.buffers()])
+
+
+def tensor_bytes(tensors: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

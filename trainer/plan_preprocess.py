@@ -18,7 +18,7 @@ import torch
 from ltx.config import ModelConfig
 from stagekit.errors import UserError
 from trainer.config import PreprocessConfig
-from trainer.plan import NF4_BLOCK, quantized_bytes
+from trainer.plan import NF4_BLOCK, config_json, module_bytes, projection_bytes, quantized_bytes
 
 TEXT_PROBE_LAYERS = (2, 3, 4)  # Gemma layers traced to extrapolate the full depth
 ONCE_SLACK = 1024  # bytes the first traced call allocates once (trainer.plan_trace)
@@ -66,27 +66,15 @@ def text_phase(shape: PreprocessShape) -> Phase:
     dtype_bytes = _dtype_bytes(shape.dtype)
     linear = _linear_facts(encoder)
     fmt = shape.text_quantize
-    weights = (
-        _bytes([*encoder.parameters(), *encoder.buffers()])
-        - linear["numel"] * dtype_bytes
-        + linear["stored"][fmt]
-    )
+    weights = module_bytes(encoder) - linear["numel"] * dtype_bytes + linear["stored"][fmt]
     terms = {
         f"text encoder ({_label(fmt, shape.dtype)})": weights,
-        "text projections (of the connectors)": _projection_bytes(connectors),
+        "text projections (of the connectors)": projection_bytes(connectors),
         "encoding one prompt (traced)": text_peak(shape),
         # a quantised layer computes with its weight dequantised, one layer at a time
         "dequantisation workspace": linear["largest"] * dtype_bytes if fmt != "none" else 0,
     }
     return Phase("text", {k: v for k, v in terms.items() if v or "traced" in k})
-
-
-def _projection_bytes(connectors: torch.nn.Module) -> int:
-    """What of the connectors goes to the device (trainer.text_encoder.PROJECTIONS)."""
-    from trainer.text_encoder import PROJECTIONS
-
-    modules = [getattr(connectors, n) for n in PROJECTIONS if hasattr(connectors, n)]
-    return sum(_bytes([*m.parameters(), *m.buffers()]) for m in modules)
 
 
 def text_peak(shape: PreprocessShape) -> int:
@@ -208,8 +196,8 @@ def _linear_facts(encoder: torch.nn.Module) -> dict[str, Any]:
 def video_phase(shape: PreprocessShape) -> Phase:
     vae, audio_vae = _video_modules(shape, "meta")
     terms = {
-        "video VAE": _bytes([*vae.parameters(), *vae.buffers()]),
-        "audio VAE": _bytes([*audio_vae.parameters(), *audio_vae.buffers()]) if audio_vae else 0,
+        "video VAE": module_bytes(vae),
+        "audio VAE": module_bytes(audio_vae) if audio_vae else 0,
         "encoding one clip (traced)": video_peak(shape),
     }
     return Phase("video", {k: v for k, v in terms.items() if v or "traced" in k})
@@ -268,10 +256,6 @@ def _mel_shape(audio_vae: torch.nn.Module, seconds: float) -> tuple[int, int, in
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def _dtype_bytes(dtype: str) -> int:
     return torch.empty((), dtype=getattr(torch, dtype)).element_size()
 
@@ -314,18 +298,12 @@ def component_configs(
     if model_path is not None and all(
         (Path(model_path) / n / "config.json").is_file() for n in COMPONENTS
     ):
-        return {n: _config_json(Path(model_path) / n / "config.json") for n in COMPONENTS}
+        return {n: config_json(Path(model_path) / n / "config.json") for n in COMPONENTS}
     version = get_version(cfg.ltx_version)
     return {
         "text_encoder": text_encoder_config(cfg.ltx_version),
         **{n: dict(version.configs[n]) for n in ("connectors", "vae", "audio_vae")},
     }
-
-
-def _config_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
 def make_shape(

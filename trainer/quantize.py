@@ -59,37 +59,43 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.2f} MiB"
 
 
-def check_supported(kind: str, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+def check_supported(
+    kind: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    setting: str = "model.quantize",
+) -> None:
     """Refuse, before anything loads, a format the card or the installed library cannot run:
     fp8 on a GPU older than compute capability 8.9, a missing library, or a library that fails
-    to quantise and run one small `dtype` layer (forward and backward) on `device`."""
+    to quantise and run one small `dtype` layer (forward and backward) on `device`. Messages
+    name `setting`, the config key that chose the format."""
     if kind == "none":
         return
     if kind not in BACKENDS:
-        raise ConfigError(f"model.quantize={kind} is not one of none, {', '.join(BACKENDS)}")
+        raise ConfigError(f"{setting}={kind} is not one of none, {', '.join(BACKENDS)}")
     if kind == "fp8" and device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
         if capability < FP8_CAPABILITY:
             raise ConfigError(
-                f"model.quantize=fp8 needs a GPU with fp8 (compute capability 8.9 or later: "
+                f"{setting}=fp8 needs a GPU with fp8 (compute capability 8.9 or later: "
                 f"Ada, Hopper, Blackwell); {torch.cuda.get_device_name(device)} is "
-                f"{capability[0]}.{capability[1]}: use model.quantize=int8 (the same memory, "
+                f"{capability[0]}.{capability[1]}: use {setting}=int8 (the same memory, "
                 "a smaller error)"
             )
     try:
         _import(kind)
     except ImportError:
         raise ConfigError(
-            f"model.quantize={kind} needs {BACKENDS[kind].split(' (')[0]}: {INSTALL}, "
-            "or set model.quantize=none"
+            f"{setting}={kind} needs {BACKENDS[kind].split(' (')[0]}: {INSTALL}, "
+            f"or set {setting}=none"
         ) from None
     try:
         _smoke_test(kind, device, dtype)
     except Exception as e:  # whatever the library raises: said in its own words
         said = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise ConfigError(
-            f"model.quantize={kind}: {BACKENDS[kind]} cannot run on {device} here ({said}); "
-            "choose another model.quantize"
+            f"{setting}={kind}: {BACKENDS[kind]} cannot run on {device} here ({said}); "
+            f"choose another {setting}"
         ) from e
 
 

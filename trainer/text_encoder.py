@@ -20,7 +20,7 @@ import torch
 
 from ltx.config import ModelConfig
 from ltx.loading import load_components, model_index, torch_dtype
-from stagekit.errors import ConfigError
+from trainer.quantize import check_supported
 
 TEXT_PARTS = ["text_encoder", "tokenizer", "connectors"]
 TextQuantize = Literal["none", "int8", "nf4"]
@@ -39,25 +39,14 @@ def load_text_parts(
         parts = load_components(model_path, TEXT_PARTS, model_cfg.dtype)
         parts["text_encoder"].to(device)
     else:
-        _check(quantize, device)
+        # nf4 needs bitsandbytes' kernels for the device; int8 runs wherever quanto does
+        check_supported(quantize, torch.device(device), setting="preprocess.text_encoder_quantize")
         parts = load_components(model_path, ["tokenizer", "connectors"], model_cfg.dtype)
         parts["text_encoder"] = _quantized_encoder(model_path, model_cfg, device, quantize)
     for name in PROJECTIONS:  # all preprocessing runs of the connectors (ltx.encode.project_text)
         if hasattr(parts["connectors"], name):
             getattr(parts["connectors"], name).to(device)
     return parts
-
-
-def _check(quantize: str, device: str) -> None:
-    """nf4 needs bitsandbytes' kernels for the device; int8 runs wherever quanto does."""
-    from trainer.quantize import check_supported
-
-    try:
-        check_supported(quantize, torch.device(device))
-    except ConfigError as e:  # the same limits, named by this phase's own key
-        raise ConfigError(
-            str(e).replace("model.quantize", "preprocess.text_encoder_quantize")
-        ) from None
 
 
 def _quantized_encoder(
