@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ltx import bases
 from ltx.config import ModelConfig
 from stagekit.errors import UserError
 from stagekit.files import atomic_dir
@@ -41,8 +42,8 @@ def ensure_model(cfg: ModelConfig, models_dir: Path) -> Path:
     """The local diffusers folder of `cfg`'s model; builds the tiny model on first use."""
     if cfg.source == "tiny":
         return _ensure_tiny(cfg.seed, Path(models_dir), cfg.ltx_version)
-    if cfg.source == "demo":
-        return _ensure_demo(Path(models_dir))
+    if cfg.source in bases.names():
+        return _ensure_packaged(bases.packaged_base(cfg.source), Path(models_dir))
     if not cfg.path:
         raise UserError(
             f"model '{cfg.name}': source={cfg.source} needs model.path=<local "
@@ -92,18 +93,16 @@ def _ensure_tiny(seed: int, models_dir: Path, version: str = "2.0") -> Path:
     return dest
 
 
-def _ensure_demo(models_dir: Path) -> Path:
-    """The pretrained demo model's folder, built once from the packaged weights (sha256
-    checked) into `models_dir/demo-<hash>/`."""
-    from ltx.demo import demo_model_dirname, save_demo_model
-
-    dest = models_dir / demo_model_dirname()
+def _ensure_packaged(base: bases.PackagedBase, models_dir: Path) -> Path:
+    """A packaged base's folder (the demo model's), built once from the weights it ships into
+    `models_dir/<its dirname>/`."""
+    dest = models_dir / base.dirname()
     if (dest / MODEL_INDEX).is_file():
         return dest
     with _file_lock(models_dir / f".{dest.name}.lock"):
         if not (dest / MODEL_INDEX).is_file():
             with atomic_dir(dest) as tmp:
-                save_demo_model(tmp)
+                base.save(tmp)
     return dest
 
 

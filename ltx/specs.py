@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ltx import demo, tiny
+from ltx import tiny
 from ltx.versions import VERSIONS
 
 AUDIO_LATENTS_PER_SECOND = 25  # 16 kHz mel, hop 160, x4 time compression
@@ -54,20 +54,20 @@ TINY = ModelSpec(
     tiny.TEXT_HIDDEN,
     tiny.TEXT_LAYERS + 1,
 )
-# The pretrained demo model (ltx.demo): x16 space, 16 latent channels, prompts of 32 tokens.
-DEMO = ModelSpec(
-    "demo",
-    demo.LATENT_CHANNELS,
-    demo.VAE_CONFIG["spatial_compression_ratio"],
-    demo.VAE_CONFIG["temporal_compression_ratio"],
-    tiny.AUDIO_LATENT_CHANNELS,
-    tiny.AUDIO_MEL_BINS,
-    demo.TEXT_MAX_TOKENS,
-    (tiny.TEXT_HIDDEN,),
-    tiny.TEXT_HIDDEN,
-    tiny.TEXT_LAYERS + 1,
-)
-SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY, "demo": DEMO}
+SPECS = {"2.0": LTX_2_0, "2.3": LTX_2_3, "tiny": TINY}
+
+
+def spec_for_source(source: str) -> ModelSpec:
+    """The cache sizes of a `model.source`: the tiny model's, a packaged base's (`ltx.bases`),
+    or the real model's (2.0 and 2.3 cache the same video and audio latents)."""
+    if source == "tiny":
+        return TINY
+    from ltx import bases
+
+    if source in bases.names():
+        return bases.packaged_base(source).spec
+    return LTX_2_0
+
 
 # The real LTX-2.0 video VAE config (diffusers conversion script): bucket rules come from it.
 LTX_2_0_VAE_CONFIG: dict[str, Any] = VERSIONS["2.0"].configs["vae"]

@@ -39,10 +39,17 @@ def configure_runtime(cfg: PipelineConfig) -> None:
     """One CPU thread for the tiny and demo models: their matrices are so small that thread
     hand-offs cost more than the arithmetic (measured 5-10x slower per step with 2 threads on 2
     busy cores)."""
-    if cfg.model.source in ("tiny", "demo"):
+    if _small(cfg.model.source):
         import torch
 
         torch.set_num_threads(1)
+
+
+def _small(source: str) -> bool:
+    """The tiny model or a packaged base (the demo): built here in seconds, sized in MB."""
+    from ltx import bases
+
+    return source == "tiny" or source in bases.names()
 
 
 def model_path(ws: Workspace, cfg: PipelineConfig) -> Path:
@@ -238,7 +245,7 @@ def _plan_preprocess(
     configs alone."""
     from trainer import plan_preprocess as pre
 
-    small = cfg.model.source in ("tiny", "demo")
+    small = _small(cfg.model.source)
     shape = _preprocess_shape(cfg, model_path(ws, cfg) if small else _model_folder(cfg), clip)
     planned = pre.phases(shape)
     print(pre.format_preprocess(shape, planned, gpu=True))
@@ -257,11 +264,10 @@ def _plan_preprocess(
 
 
 def _preprocess_shape(cfg: PipelineConfig, folder: Path | None, clip: tuple[int, int, int]) -> Any:
-    from ltx.specs import SPECS
+    from ltx.specs import spec_for_source
     from trainer.plan_preprocess import make_shape
 
-    source = cfg.model.source
-    spec = SPECS[source if source in ("tiny", "demo") else "2.0"]
+    spec = spec_for_source(cfg.model.source)
     return make_shape(cfg.model, cfg.preprocess, folder, clip, cfg.curation.fps, spec.text_tokens)
 
 

@@ -3,7 +3,7 @@
     python recipes/demo_mascot.py [--steps 60] [--out DIR]
 
 The sample dataset's mascot (`curation.sample`: an orange body with a purple hat) uses two
-colours the demo prior never draws (`ltx.demo_data` has no orange and no purple). This runs the
+colours the demo prior never draws (`demo.data` has no orange and no purple). This runs the
 real stages on it: curate -> caption -> preprocess (cache) -> train a LoRA on `model=demo`, then
 samples the evaluation's prompts with and without the adapter and measures how much of each
 frame shows the mascot's colours, and the colour-histogram similarity to the reference clips.
@@ -116,7 +116,7 @@ def measure(videos: list[np.ndarray], reference: np.ndarray) -> dict[str, float]
     """Mascot colour shares (body orange, hat purple) and histogram intersection with the
     reference clips, averaged over `videos`."""
     from curation.sample import BODY, HAT
-    from ltx.demo_check import colour_share
+    from demo.check import colour_share
 
     return {
         "orange_share": float(np.mean([colour_share(v, BODY) for v in videos])),

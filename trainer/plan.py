@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ltx import bases
 from ltx.config import ModelConfig
 from stagekit.errors import UserError
 from stagekit.files import read_json, write_json
@@ -127,10 +128,8 @@ def model_configs(cfg: ModelConfig, model_path: Path | None = None) -> dict[str,
 
         v = cfg.ltx_version
         return {"transformer": tiny.transformer_config(v), "connectors": tiny.connectors_config(v)}
-    if cfg.source == "demo":
-        from ltx import demo
-
-        return {"transformer": demo.TRANSFORMER_CONFIG, "connectors": demo.CONNECTORS_CONFIG}
+    if cfg.source in bases.names():
+        return {n: dict(c) for n, c in bases.packaged_base(cfg.source).configs.items()}
     configs = get_version(cfg.ltx_version).configs
     return {n: dict(configs[n]) for n in names}
 
@@ -163,9 +162,9 @@ def latents_for_clip(
 ) -> Latents:
     """The latents a frames x height x width clip encodes to (the VAE's compression, the
     audio VAE's 25 latents a second)."""
-    from ltx.specs import AUDIO_LATENTS_PER_SECOND, SPECS
+    from ltx.specs import AUDIO_LATENTS_PER_SECOND, spec_for_source
 
-    spec = SPECS["tiny" if cfg.source == "tiny" else "demo" if cfg.source == "demo" else "2.0"]
+    spec = spec_for_source(cfg.source)
     t, s, _ = transformer.get("vae_scale_factors", (8, 32, 32))
     channels = transformer.get("in_channels", 128)
     video = (channels, (frames - 1) // t + 1, height // s, width // s)

@@ -1,6 +1,6 @@
 """`model=demo` generates what its prior covers: the shape's colour follows the prompt.
 
-Measured at the recipe's budget (ltx/demo_weights/demo.json): colour 0.65 over these 40 clips
+Measured at the recipe's budget (demo/weights/demo.json): colour 0.65 over these 40 clips
 (chance 0.20); motion ~0.25, i.e. not learned in 12 CPU-minutes: printed, not asserted."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ltx import demo, demo_check, demo_data
+from demo import check as demo_check
+from demo import data as demo_data
+from demo import model as demo
 from ltx.config import ModelConfig
 from ltx.identity import model_hash
 from ltx.loading import ensure_model, load_pipeline

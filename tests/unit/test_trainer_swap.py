@@ -21,7 +21,7 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def demo_weights() -> dict[str, torch.Tensor]:
-    from ltx.demo import load_weights
+    from demo.model import load_weights
 
     return load_weights()
 
@@ -34,7 +34,7 @@ def denoiser(
     from diffusers import LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
-    from ltx import demo
+    from demo import model as demo
 
     parts: dict[str, Any] = {
         "transformer": LTX2VideoTransformer3DModel(**demo.TRANSFORMER_CONFIG),

@@ -1,9 +1,9 @@
 """The demo base model: a small LTX-2 (the real diffusers classes) that has really been trained.
 
 `model=tiny` is random, so every score on it is noise. The demo model has the same components
-at a slightly larger size, pretrained by `python -m ltx.demo_recipe` on procedural clips of
-coloured shapes (`ltx.demo_data`): video VAE first, then the transformer and text connectors.
-Its weights ship in the package (`ltx/demo_weights/`, a few MB) with a recorded sha256; the
+at a slightly larger size, pretrained by `python -m demo.recipe` on procedural clips of
+coloured shapes (`demo.data`): video VAE first, then the transformer and text connectors.
+Its weights ship in the package (`demo/weights/`, a few MB) with a recorded sha256; the
 model folder is built from them once into the workspace's `.models/` and never retrained.
 
 Trained: video VAE, transformer, connectors. Seeded random (but committed, so loading never
@@ -20,10 +20,13 @@ from typing import Any
 
 import torch
 
-from ltx import demo_data, tiny
+from demo import data as demo_data
+from ltx import tiny
+from ltx.bases import PackagedBase
+from ltx.specs import ModelSpec
 from stagekit.errors import UserError
 
-WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "demo.safetensors"
 RECORD_FILE = WEIGHTS_DIR / "demo.json"  # recipe figures and the weights' sha256
 TRAINED = ("vae", "transformer", "connectors")
@@ -143,7 +146,7 @@ def recorded_sha256() -> str:
     if not RECORD_FILE.is_file():
         raise UserError(
             f"no {RECORD_FILE}: the demo weights are not installed; "
-            "run `python -m ltx.demo_recipe --out ltx/demo_weights`"
+            "run `python -m demo.recipe --out demo/weights`"
         )
     return str(json.loads(RECORD_FILE.read_text())["sha256"])
 
@@ -155,7 +158,7 @@ def load_weights(path: Path = WEIGHTS_FILE, sha256: str | None = None) -> dict[s
     if not Path(path).is_file():
         raise UserError(
             f"demo weights {path} are missing; reinstall the package or rebuild them with "
-            "`python -m ltx.demo_recipe --out ltx/demo_weights`"
+            "`python -m demo.recipe --out demo/weights`"
         )
     expected = sha256 or recorded_sha256()
     actual = file_sha256(Path(path))
@@ -188,3 +191,27 @@ def demo_model_dirname() -> str:
     from stagekit.hashing import sha256_json
 
     return f"demo-{sha256_json({'spec': demo_spec(), 'weights': recorded_sha256()})[:12]}"
+
+
+# What the cache of one sample holds: x16 space, 16 latent channels, prompts of 32 tokens; the
+# audio path and the text encoder are the tiny model's.
+SPEC = ModelSpec(
+    "demo",
+    LATENT_CHANNELS,
+    VAE_CONFIG["spatial_compression_ratio"],
+    VAE_CONFIG["temporal_compression_ratio"],
+    tiny.AUDIO_LATENT_CHANNELS,
+    tiny.AUDIO_MEL_BINS,
+    TEXT_MAX_TOKENS,
+    (tiny.TEXT_HIDDEN,),
+    tiny.TEXT_HIDDEN,
+    tiny.TEXT_LAYERS + 1,
+)
+# `model.source=demo`, found by `ltx.bases` through the entry point in pyproject.toml
+BASE = PackagedBase(
+    name="demo",
+    spec=SPEC,
+    configs={"transformer": TRANSFORMER_CONFIG, "connectors": CONNECTORS_CONFIG},
+    dirname=demo_model_dirname,
+    save=save_demo_model,
+)

@@ -1,6 +1,6 @@
-"""Pretrain the demo base model: `python -m ltx.demo_recipe --out ltx/demo_weights`.
+"""Pretrain the demo base model: `python -m demo.recipe --out demo/weights`.
 
-1. The video VAE learns to reconstruct procedural clips (`ltx.demo_data`); its latent space is
+1. The video VAE learns to reconstruct procedural clips (`demo.data`); its latent space is
    then scaled x4 (exactly: raw latents far from unit scale, like a real VAE's), and its latent
    statistics become the pipeline's `latents_mean` / `latents_std`, so normalised latents have
    unit variance, as flow matching assumes.
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ltx import demo, demo_data
+from demo import data as demo_data
+from demo import model as demo
 from stagekit.files import atomic_path, write_json
 
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
@@ -93,7 +94,7 @@ def train_vae(vae: Any, steps: int, batch: int, rng: np.random.Generator) -> dic
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, clips: np.ndarray) -> torch.Tensor:
     """L1 + MSE, the shape's pixels weighted up: they are ~5 % of a frame, and a plain mean
     lets the VAE settle on drawing the background alone (measured: shapes vanish)."""
-    from ltx.demo_check import foreground
+    from demo.check import foreground
 
     mask = torch.from_numpy(np.stack([foreground(c) for c in clips]))  # [B, F, H, W]
     weight = (1.0 + FOREGROUND_WEIGHT * mask.float())[:, None]  # [B, 1, F, H, W]

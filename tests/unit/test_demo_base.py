@@ -1,4 +1,5 @@
-"""The demo base model's pieces: its procedural prior, the measurement, the committed weights."""
+"""The demo base (`demo/`): its procedural prior, the measurement, the committed weights, and
+how it plugs into `model.source=demo`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ltx import demo, demo_check, demo_data, tiny
+from demo import check as demo_check
+from demo import data as demo_data
+from demo import model as demo
+from ltx import tiny
 from stagekit.errors import UserError
 
 
@@ -90,3 +94,35 @@ def test_demo_model_dirname_names_spec_and_weights() -> None:
     assert name.startswith("demo-") and len(name) == len("demo-") + 12
     assert demo.demo_model_dirname() == name
     assert demo.demo_spec() != tiny.tiny_spec()
+
+
+def test_demo_plugs_in_through_the_entry_point(tmp_path: Path) -> None:
+    """`model.source=demo` reaches demo.model.BASE through package metadata (`ltx` imports no
+    packaged base), and its cache sizes are those of the folder it builds."""
+    import json
+
+    from ltx import bases
+    from ltx.config import ModelConfig
+    from ltx.loading import ensure_model
+    from ltx.specs import spec_for_source
+
+    assert "demo" in bases.names()
+    assert bases.packaged_base("demo") is demo.BASE
+    folder = ensure_model(ModelConfig(name="d", source="demo"), tmp_path)
+    assert folder.name == demo.demo_model_dirname()
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    spec = spec_for_source("demo")
+    assert (spec.latent_channels, spec.spatial) == (vae["latent_channels"], 16)
+    assert spec_for_source("official") is not spec
+
+
+def test_an_unknown_source_names_the_ones_there_are() -> None:
+    from pydantic import ValidationError
+
+    from ltx import bases
+    from ltx.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="one of: demo, diffusers, official, tiny"):
+        ModelConfig(name="x", source="ltx3")
+    with pytest.raises(UserError, match="no packaged base called 'ltx3'"):
+        bases.packaged_base("ltx3")

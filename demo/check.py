@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltx import demo_data
+from demo import data as demo_data
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the row's background that counts as shape
 MIN_PIXELS = 8  # fewer shape pixels than this per frame: nothing was drawn
