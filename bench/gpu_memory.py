@@ -149,14 +149,15 @@ def plan_setup(w: Workload, quantize: str, device: str, dtype: str = "bfloat16")
     from ltx.config import ModelConfig
     from ltx.specs import TINY
     from trainer import plan
+    from trainer import plan_sizes as sizes
     from trainer.config import LoraConfig, TrainerConfig
 
     source = "tiny" if w.spec is TINY else "diffusers"
     model_cfg = ModelConfig(name=f"{source} 2.0", source=source, dtype=dtype, quantize=quantize)
     lora = LoraConfig(rank=w.rank, alpha=w.rank, targets=w.targets)
     cfg = TrainerConfig(gradient_checkpointing=w.checkpointing, batch_size=w.batch)
-    configs = plan.model_configs(model_cfg)
-    latents = plan.latents_for_clip(
+    configs = sizes.model_configs(model_cfg)
+    latents = sizes.latents_for_clip(
         model_cfg, configs["transformer"], w.frames, w.height, w.width, w.fps, True
     )
     return plan.make_setup(model_cfg, lora, cfg, configs, latents, device)

@@ -135,13 +135,13 @@ def dataset(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def preprocess(ws: Workspace, cfg: PipelineConfig) -> dict[str, Any]:
-    from trainer import plan as memory
+    from trainer import plan_report as report
     from trainer.cache import build_cache
     from trainer.plan_preprocess import check_fits
 
     manifest = _require(ws.captioned(cfg.dataset) / "manifest.jsonl", "caption")
     mpath = model_path(ws, cfg)
-    if (card := memory.detected_card()) is not None:  # before a weight loads
+    if (card := report.detected_card()) is not None:  # before a weight loads
         check_fits(_preprocess_shape(cfg, mpath, _manifest_clip(manifest)), card)
     summary = build_cache(
         manifest, ws.curated(cfg.dataset), ws.cache(cfg.dataset), mpath, cfg.model, cfg.preprocess
@@ -210,27 +210,29 @@ def plan(
     a budget (`gpu`, else the detected card) the settings that fit, fastest first (with `ram`,
     only those whose host RAM fits it too)."""
     from trainer import plan as memory
+    from trainer import plan_report as report
+    from trainer import plan_sizes as sizes
 
-    configs = memory.model_configs(cfg.model, _model_folder(cfg))
+    configs = sizes.model_configs(cfg.model, _model_folder(cfg))
     frames, height, width = _plan_clip(cfg, configs["transformer"], clip)
     audio = cfg.preprocess.with_audio and cfg.trainer.strategy != "text_to_video"
-    latents = memory.latents_for_clip(
+    latents = sizes.latents_for_clip(
         cfg.model, configs["transformer"], frames, height, width, cfg.curation.fps, audio
     )
-    card = memory.Card(f"a {gpu} card", memory.parse_size(gpu)) if gpu else memory.detected_card()
+    card = report.Card(f"a {gpu} card", report.parse_size(gpu)) if gpu else report.detected_card()
     setup = memory.make_setup(cfg.model, cfg.lora, cfg.trainer, configs, latents, "cuda", attention)
     cache = memory.PlanCache(ws.root / PLAN_CACHE)
     if cfg.trainer.blocks_to_swap == "auto":
         n = memory.resolve_swap(setup, card.total if card else None, cache)
         setup = replace(setup, blocks_to_swap=n)
     current = memory.make_plan(setup, cache)
-    print(memory.format_plan(current))
+    print(report.format_plan(current))
     summary: dict[str, Any] = {"gpu": current.gpu, "host": current.host}
     if card is not None:
-        host = memory.parse_size(ram) if ram else None
+        host = report.parse_size(ram) if ram else None
         fitting = memory.options(setup, card.total, cache, ram=host)
-        print(memory.format_options(setup, card, fitting, current))
-        summary["fits"] = [memory.changes(p, setup) for p in fitting]
+        print(report.format_options(setup, card, fitting, current))
+        summary["fits"] = [report.changes(p, setup) for p in fitting]
     summary["preprocess"] = _plan_preprocess(ws, cfg, (frames, height, width), card)
     if card is None:
         print("no CUDA GPU here: add --gpu 24GB (your card's memory) to list what fits")

@@ -63,11 +63,13 @@ def _out_of_memory(
 def _planned_peak(cache_dir, index, model_path, model_cfg, lora_cfg, cfg, plan_cache) -> str:
     """The plan's peak for this run, as `plan_training` computed it (its trace is cached)."""
     from trainer import plan as memory
+    from trainer import plan_report as report
+    from trainer import plan_sizes as sizes
 
-    card = memory.detected_card()
+    card = report.detected_card()
     try:
-        latents = memory.latents_from_cache(cache_dir, index, cfg.strategy)
-        configs = memory.model_configs(model_cfg, model_path)
+        latents = sizes.latents_from_cache(cache_dir, index, cfg.strategy)
+        configs = sizes.model_configs(model_cfg, model_path)
         device = "cuda" if card is not None else "cpu"
         setup = memory.make_setup(model_cfg, lora_cfg, cfg, configs, latents, device)
         p = memory.make_plan(setup, memory.PlanCache(plan_cache), trace=card is not None)

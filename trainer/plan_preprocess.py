@@ -18,7 +18,13 @@ import torch
 from ltx.config import ModelConfig
 from stagekit.errors import UserError
 from trainer.config import PreprocessConfig
-from trainer.plan import NF4_BLOCK, config_json, module_bytes, projection_bytes, quantized_bytes
+from trainer.plan_sizes import (
+    NF4_BLOCK,
+    config_json,
+    module_bytes,
+    projection_bytes,
+    quantized_bytes,
+)
 
 TEXT_PROBE_LAYERS = (2, 3, 4)  # Gemma layers traced to extrapolate the full depth
 ONCE_SLACK = 1024  # bytes the first traced call allocates once (trainer.plan_trace)

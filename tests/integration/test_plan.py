@@ -45,7 +45,8 @@ def rss_job(
     from ltx.loading import load_components
     from trainer.config import LoraConfig, TrainerConfig
     from trainer.placement import attach_adapter, place_base
-    from trainer.plan import latents_for_clip, make_plan, make_setup, model_configs
+    from trainer.plan import make_plan, make_setup
+    from trainer.plan_sizes import latents_for_clip, model_configs
     from trainer.plan_trace import make_batch
     from trainer.runtime import make_optimizer
     from trainer.strategies import get_strategy
@@ -180,6 +181,7 @@ def test_train_refuses_before_loading(models, tmp_path, monkeypatch) -> None:
 
     import trainer.placement
     import trainer.plan
+    import trainer.plan_report
     import trainer.train
     from tests.integration.train_job import LINEAGE
     from trainer.cache import model_identity
@@ -199,7 +201,7 @@ def test_train_refuses_before_loading(models, tmp_path, monkeypatch) -> None:
     def loaded(*args, **kwargs):
         raise AssertionError("a weight was loaded before the plan refused the run")
 
-    card = trainer.plan.Card("a 256 MiB card", 256 << 20)  # below the CUDA context alone
+    card = trainer.plan_report.Card("a 256 MiB card", 256 << 20)  # below the CUDA context alone
     monkeypatch.setattr(trainer.plan, "detected_card", lambda: card)
     monkeypatch.setattr(trainer.placement, "place_base", loaded)
     with pytest.raises(UserError, match=r"will not fit a 256 MiB card.*no setting fits"):

@@ -152,7 +152,7 @@ def test_connectors_go_to_the_device_without_their_text_projections(version: str
 
     from ltx.tiny import connectors_config
     from tests.unit.test_trainer_plan import shape
-    from trainer import plan as memory
+    from trainer import plan_sizes as sizes
     from trainer.placement import place_connectors
 
     connectors = LTX2TextConnectors(**connectors_config(version))
@@ -166,5 +166,5 @@ def test_connectors_go_to_the_device_without_their_text_projections(version: str
     assert all(devices == {"meta"} for n, devices in where.items() if n not in projections)
     assert not any(p.requires_grad for p in connectors.parameters())
     moved = sum(p.numel() * p.element_size() for p in connectors.parameters() if p.is_meta)
-    facts = memory.model_facts(shape(version=version))  # the tiny model's step
+    facts = sizes.model_facts(shape(version=version))  # the tiny model's step
     assert facts["connectors_bytes"] - facts["projection_bytes"] == moved

@@ -22,6 +22,8 @@ from ltx.config import ModelConfig
 from ltx.versions import VERSIONS
 from stagekit.errors import UserError
 from trainer import plan as memory
+from trainer import plan_report as report
+from trainer import plan_sizes as sizes
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.plan_trace import StepPeak, StepShape, build, run_step, step_peak, trace
 
@@ -31,8 +33,8 @@ GIB = 1 << 30
 def shape(model: str = "tiny", version: str = "2.0", **changes) -> StepShape:
     """One step of the tiny (or demo) model on a 9x64x96 clip with audio."""
     cfg = ModelConfig(name=model, source=model, ltx_version=version)
-    configs = memory.model_configs(cfg)
-    latents = memory.latents_for_clip(cfg, configs["transformer"], 9, 64, 96, 24.0, True)
+    configs = sizes.model_configs(cfg)
+    latents = sizes.latents_for_clip(cfg, configs["transformer"], 9, 64, 96, 24.0, True)
     setup = memory.make_setup(
         cfg, LoraConfig(rank=4, targets="all"), TrainerConfig(), configs, latents, "cpu"
     )
@@ -84,15 +86,15 @@ def test_quantized_bytes_are_what_quantize_stores(fmt: str) -> None:
         linear = torch.nn.Linear(512, 384, dtype=dtype)
         stored = quantize.stored_bytes(quantize.quantize_linear(linear, fmt, "cpu").weight)
         size = torch.empty((), dtype=dtype).element_size()
-        assert memory.quantized_bytes(512 * 384, 384, 1, fmt, size) == stored
+        assert sizes.quantized_bytes(512 * 384, 384, 1, fmt, size) == stored
 
 
 def test_parse_size() -> None:
-    assert memory.parse_size("24GB") == 24 * GIB
-    assert memory.parse_size("16 GiB") == 16 * GIB
-    assert memory.parse_size("81920MiB") == 80 * GIB
+    assert report.parse_size("24GB") == 24 * GIB
+    assert report.parse_size("16 GiB") == 16 * GIB
+    assert report.parse_size("81920MiB") == 80 * GIB
     with pytest.raises(UserError, match="24GB"):
-        memory.parse_size("lots")
+        report.parse_size("lots")
 
 
 # --------------------------------------------------------- full-size counts, a stubbed trace
@@ -113,7 +115,7 @@ class StubCache(memory.PlanCache):
     def facts(self, step: StepShape) -> dict:
         key = repr((step.dtype, step.lora, sorted(step.transformer.items())))
         if key not in self.facts_memo:
-            self.facts_memo[key] = memory.model_facts(step)
+            self.facts_memo[key] = sizes.model_facts(step)
         return self.facts_memo[key]
 
 
@@ -122,7 +124,7 @@ LTX2 = ModelConfig(name="ltx2", source="diffusers", ltx_version="2.0", dtype="bf
 
 def full_setup(**trainer) -> memory.Setup:
     configs = {n: dict(VERSIONS["2.0"].configs[n]) for n in ("transformer", "connectors")}
-    latents = memory.latents_for_clip(LTX2, configs["transformer"], 121, 512, 768, 24.0, True)
+    latents = sizes.latents_for_clip(LTX2, configs["transformer"], 121, 512, 768, 24.0, True)
     cfg = TrainerConfig(**trainer)
     return memory.make_setup(LTX2, LoraConfig(rank=32, alpha=32), cfg, configs, latents, "cuda")
 
@@ -163,8 +165,8 @@ def test_options_within_a_host_ram_budget() -> None:
     bounded = memory.options(setup, 24 * GIB, StubCache(), ram=32 * GIB)
     assert bounded and all(p.host_total <= 32 * GIB < unbounded[0].host_total for p in bounded)
     assert [p.setup.quantize for p in bounded] == ["int8", "nf4"]
-    assert [memory.changes(p, setup) for p in bounded] == [
-        memory.changes(p, setup) for p in unbounded if p.setup.quantize != "none"
+    assert [report.changes(p, setup) for p in bounded] == [
+        report.changes(p, setup) for p in unbounded if p.setup.quantize != "none"
     ]
 
 
@@ -172,7 +174,7 @@ def test_checkpointing_is_turned_on_when_it_must_be() -> None:
     setup = full_setup()  # checkpointing off: 80 GiB of activations fit nothing
     fitting = memory.options(setup, 24 * GIB, StubCache())
     assert fitting and all(p.setup.step.checkpointing for p in fitting)
-    assert "trainer.gradient_checkpointing=true" in memory.changes(fitting[0], setup)
+    assert "trainer.gradient_checkpointing=true" in report.changes(fitting[0], setup)
 
 
 def write_cache(root: Path) -> dict:
@@ -194,7 +196,7 @@ def write_cache(root: Path) -> dict:
 def test_over_budget_is_refused_naming_the_knob(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(memory, "PlanCache", StubCache)
     index = write_cache(tmp_path)
-    card = memory.Card("RTX 4090", 24 * GIB)
+    card = report.Card("RTX 4090", 24 * GIB)
     cfg = TrainerConfig(gradient_checkpointing=True)
     with pytest.raises(UserError) as err:
         memory.plan_training(

@@ -25,7 +25,8 @@ from ltx.versions import GEMMA3_FOR_LTX, VERSIONS
 from stagekit.errors import UserError
 from trainer import plan_preprocess as pre
 from trainer.config import PreprocessConfig
-from trainer.plan import Card, quantized_bytes
+from trainer.plan_report import Card
+from trainer.plan_sizes import quantized_bytes
 from trainer.plan_trace import LiveStorages
 from trainer.quantize import module_kind, stored_bytes
 from trainer.text_encoder import load_text_parts, quantized_layers
