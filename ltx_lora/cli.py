@@ -152,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
 
             print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
             return 0
-        from ltx_lora import stages
+        from ltx_lora import plans, stages
 
-        stages.configure_runtime(cfg)
+        plans.configure_runtime(cfg)
         if getattr(args, "export_sheet", None):
             stages.export_sheet(ws, cfg, args.export_sheet)
         elif getattr(args, "import_sheet", None):
             stages.import_sheet(ws, cfg, args.import_sheet)
         elif args.verb == "plan":
-            stages.plan(ws, cfg, args.gpu, args.clip, args.attention, args.ram)
+            plans.plan(ws, cfg, args.gpu, args.clip, args.attention, args.ram)
         else:
             stages.STAGES[args.verb](ws, cfg)
     except UserError as e:

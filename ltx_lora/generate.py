@@ -49,19 +49,19 @@ def add_parser(verbs: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Resolve the adapter, check it fits the base model, render, write the mp4."""
-    from ltx_lora import stages
+    from ltx_lora import plans
     from ltx_lora.config import load_config
     from stagekit.workspace import Workspace
 
     ws = Workspace(args.workspace.resolve()) if args.workspace else Workspace.from_env()
     try:
         cfg = load_config("evaluate", args.overrides, ws.root)
-        stages.configure_runtime(cfg)
+        plans.configure_runtime(cfg)
         adapter = resolve_adapter(args, ws, cfg.model.ltx_version)
         out = args.out or ws.root / "generated" / f"{_slug(args.prompt)}-seed{args.seed}.mp4"
         allow = args.allow_cross_version
         render(
-            stages.model_path(ws, cfg), cfg, adapter, args.prompt, args.seed, out, args.scale, allow
+            plans.model_path(ws, cfg), cfg, adapter, args.prompt, args.seed, out, args.scale, allow
         )
     except UserError as e:
         print(f"ltx-lora generate: error: {e}", file=sys.stderr)

@@ -46,7 +46,7 @@ class Member:
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from ltx_lora import stages
+        from ltx_lora import plans, stages
 
         hydra = HydraConfig.get()
         os.environ[PARENT_ENV] = self.parent_run_id  # SLURM jobs may not inherit the env
@@ -54,7 +54,7 @@ class Member:
         tree = OmegaConf.to_container(cfg, resolve=True)
         tree.pop("hydra", None)
         pcfg = validate(tree)
-        stages.configure_runtime(pcfg)
+        plans.configure_runtime(pcfg)
         member_dir = Path(hydra.runtime.output_dir)
         summary = stages.train(Workspace(Path(self.root)), pcfg, out=member_dir / "train")
         return {
