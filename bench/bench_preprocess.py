@@ -38,7 +38,8 @@ def save_bench_model(dest: Path) -> Path:
     """The tiny model with a 64-channel video VAE (same ratios, so the same bucket rules)."""
     from diffusers import AutoencoderKLLTX2Video, LTX2Pipeline
 
-    from ltx.tiny import VAE_CONFIG, build_tiny_components
+    from ltx.tiny import VAE_CONFIG
+    from ltx.tiny_build import build_tiny_components
 
     components = build_tiny_components(0)
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from demo import data as demo_data
-from ltx import tiny
+from ltx import tiny, tiny_build
 from ltx.bases import PackagedBase
 from ltx.specs import ModelSpec
 from stagekit.errors import UserError
@@ -85,13 +85,13 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_tokenizer() -> Any:
     """The tiny in-memory GemmaTokenizer with every prior word as a single token."""
-    return tiny.build_tokenizer(words=demo_data.WORDS, max_tokens=TEXT_MAX_TOKENS)
+    return tiny_build.build_tokenizer(words=demo_data.WORDS, max_tokens=TEXT_MAX_TOKENS)
 
 
 def _text_encoder() -> Any:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    vocab = len(tiny._vocab_and_merges(demo_data.WORDS)[0])
+    vocab = len(tiny.vocab_and_merges(demo_data.WORDS)[0])
     text = {**tiny.TEXT_CONFIG, "vocab_size": (vocab + 63) // 64 * 64}
     config = Gemma3Config(text_config=text, vision_config=tiny.VISION_CONFIG, mm_tokens_per_image=4)
     return Gemma3ForConditionalGeneration(config).eval()
@@ -101,7 +101,7 @@ def build_components(seed: int = 0) -> dict[str, Any]:
     """Every `LTX2Pipeline` component at its initial (untrained, seeded) weights."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    return tiny.seeded_components(
+    return tiny_build.seeded_components(
         seed,
         text_encoder=_text_encoder,
         transformer=lambda: LTX2VideoTransformer3DModel(**TRANSFORMER_CONFIG),

@@ -76,7 +76,7 @@ def _check_folder_version(path: Path, configured: str) -> None:
 
 
 def _ensure_tiny(seed: int, models_dir: Path, version: str = "2.0") -> Path:
-    from ltx.tiny import save_tiny_model
+    from ltx.tiny_build import save_tiny_model
 
     dest = models_dir / tiny_model_dirname(seed, version)
     if (dest / MODEL_INDEX).is_file():

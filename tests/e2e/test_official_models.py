@@ -20,7 +20,7 @@ def official_model(root: Path, version: str) -> list[str]:
     from ltx.config import ModelConfig
     from ltx.loading import ensure_model
     from ltx.official_writer import save_official
-    from ltx.tiny import build_tiny_components
+    from ltx.tiny_build import build_tiny_components
 
     path = save_official(build_tiny_components(0, version=version), root / "official", version)
     folder = ensure_model(ModelConfig(name="t", source="tiny", ltx_version=version), root)

@@ -63,7 +63,7 @@ def test_training_shift_is_the_deployed_samplers_per_version_and_size(version: s
     version's model folder carries: the mu `LTX2Pipeline.__call__` passes to `set_timesteps`
     equals the one training derives from its latents, over sizes on both sides of the
     1024..4096-token anchors (the tiny VAE is x8 space, x2 time)."""
-    from ltx.tiny import build_tiny_pipeline
+    from ltx.tiny_build import build_tiny_pipeline
     from ltx.versions import SCHEDULER
     from trainer.objective import video_tokens
 

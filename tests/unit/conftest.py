@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx.tiny import save_tiny_model
+from ltx.tiny_build import save_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ltx.buckets import BucketRules, bucket_rules, bucket_rules_from_vae_config
-from ltx.tiny import save_tiny_model
+from ltx.tiny_build import save_tiny_model
 from ltx.versions import VERSIONS
 
 # AutoencoderKLLTX2Video config of the released LTX-2.0 (diffusers' convert_ltx2_to_diffusers.py)

@@ -9,7 +9,7 @@ import pytest
 
 from ltx import identity
 from ltx.identity import CACHE_NAME, component_hash, model_hash
-from ltx.tiny import save_tiny_model
+from ltx.tiny_build import save_tiny_model
 
 
 @pytest.fixture(scope="module")

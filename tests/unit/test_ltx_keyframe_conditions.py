@@ -20,7 +20,7 @@ from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
 
 from ltx.encode import encode_prompts, encode_video
 from ltx.keyframes import keyframe_image
-from ltx.tiny import build_tiny_pipeline
+from ltx.tiny_build import build_tiny_pipeline
 from trainer.cache import compact_text, text_inputs
 from trainer.config import TrainerConfig
 from trainer.data import Batch

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ltx.forward import predict_velocity
-from ltx.tiny import build_tiny_components, build_tiny_pipeline
+from ltx.tiny_build import build_tiny_components, build_tiny_pipeline
 
 F, H, W = 3, 2, 2  # latent frames x height x width: 12 tokens, 4 of them in frame 0
 

@@ -12,7 +12,7 @@ from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_ltx2_
 from ltx.loading import load_components
 from ltx.lora import adapter_state_dict, add_lora
 from ltx.lora_keys import from_comfyui, is_comfyui, to_comfyui
-from ltx.tiny import save_tiny_model
+from ltx.tiny_build import save_tiny_model
 
 TOP_LEVEL = [  # modules outside the blocks whose official names differ
     "proj_in",

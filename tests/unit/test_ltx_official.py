@@ -18,7 +18,7 @@ from ltx.config import ModelConfig
 from ltx.loading import ensure_model, load_components, load_pipeline
 from ltx.official_writer import save_official
 from ltx.single_file import IGNORED, SINGLE_FILE_COMPONENTS, normalise_key, owner
-from ltx.tiny import build_tiny_components
+from ltx.tiny_build import build_tiny_components
 from stagekit.errors import UserError
 
 VERSIONS = ["2.0", "2.3", "2.5"]
