@@ -59,29 +59,38 @@ def test_the_passing_version_can_be_promoted_to_champion(learned: Path) -> None:
     assert "version 1" in shown
 
 
-DENOISING = "held-out denoising error rose"
+DENOISING = ("denoising", "held-out denoising error rose")
+LIFT = ("fidelity_lift", "fidelity lift not shown")
 
 
 @pytest.mark.parametrize(
-    ("breakage", "rules"),
+    ("breakage", "broken"),
     [
-        # measured: held-out denoising error 1.09 -> 3.21 (the correct trainer: -> 0.73). Its
-        # colour lift over the 12 prompts is 0.033 (0.011, 0.055), shown like the correct
-        # trainer's 0.055 (0.010, 0.100): a colour histogram does not see the subject
-        # (docs/evaluation.md); over the old 3 prompts it was -0.028
+        # measured (2026-12-06): held-out denoising error 1.09 -> 3.21 (the correct trainer:
+        # -> 0.74), change CI lower bound +1.55. Its colour lift over the 12 prompts, +0.033
+        # (+0.011, +0.055), is "shown" like the correct trainer's +0.055 (+0.010, +0.100), and
+        # for another reason: per histogram bin, the correct adapter gains on the mascot's warm
+        # colours ((255,204,153) +0.008, (255,255,153) +0.008), the flipped one on the
+        # references' blue and grey backgrounds ((51,102,153) +0.016, (102,153,204) +0.010);
+        # its renders hold no mascot orange at all (share 0.0000; base 0.0015, correct 0.0102).
+        # A whole-frame colour score cannot tell the subject from its backgrounds; the
+        # denoising rule tests the one thing a flipped target breaks, the velocity convention
+        # the sampler integrates, on held-out clips (docs/demo.md, the learning test)
         ("flipped_target", [DENOISING]),
-        # measured: held-out denoising error 1.09 -> 5.29; prior preservation 0.43 (below 0.5:
-        # latents of the wrong scale break the base's world, a second broken rule, not asserted)
+        # measured: held-out denoising error 1.09 -> 5.81; lift +0.072 (+0.004, +0.140) and
+        # prior preservation 0.55 both hold: only the velocity check sees wrongly scaled latents
         ("raw_latents", [DENOISING]),
-        # measured (12 prompts, t-interval): lift 0.031 (-0.032, 0.093), t p 0.15, about half
-        # of what the correct trainer learns; its held-out denoising error still falls:
-        # degraded more than broken
-        ("unshifted_timestep", ["fidelity lift not shown"]),
+        # measured (12 prompts, t-interval): lift 0.030 (-0.032, 0.093), t p 0.15, about half
+        # of what the correct trainer learns; its held-out denoising error still falls
+        # (1.09 -> 0.79): degraded more than broken
+        ("unshifted_timestep", [LIFT]),
     ],
 )
 def test_a_broken_trainer_fails_the_same_gate(
-    learned: Path, tmp_path: Path, breakage: str, rules: list[str]
+    learned: Path, tmp_path: Path, breakage: str, broken: list[tuple[str, str]]
 ) -> None:
+    """Each twin fails, and for the stated rules only: the rule that fails is part of what the
+    test pins (a twin failing some other way would be a different finding)."""
     ws = tmp_path / breakage
     remade = RETRAINED + (["cache"] if breakage == "raw_latents" else [])
     ignore = shutil.ignore_patterns(*remade, ".mlflow")  # a registry of its own
@@ -90,5 +99,6 @@ def test_a_broken_trainer_fails_the_same_gate(
     m = metrics(ws)
     print(breakage, m["verdict"], m["reasons"])
     assert m["verdict"] == "fail"
-    for rule in rules:
-        assert any(reason.startswith(rule) for reason in m["reasons"]), (rule, m["reasons"])
+    assert {rule for rule, held in m["checks"].items() if not held} == {r for r, _ in broken}
+    for _, reason in broken:
+        assert any(line.startswith(reason) for line in m["reasons"]), (reason, m["reasons"])
