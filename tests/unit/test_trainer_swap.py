@@ -13,7 +13,8 @@ from ltx.forward import predict_velocity
 from stagekit.errors import ConfigError
 from trainer.config import LoraConfig, TrainerConfig
 from trainer.placement import attach_adapter
-from trainer.swap import Evicted, EvictedWeightError, attach_swap
+from trainer.swap import attach_swap
+from trainer.swap_weights import Evicted, EvictedWeightError
 
 CPU = torch.device("cpu")
 STEPS = 3
