@@ -21,7 +21,9 @@ from stagekit.files import atomic_path
 EVAL_ADAPTER = "ltx_lora_eval"
 MAX_TEXT_TOKENS = 1024  # LTX-2's prompt length; tokenizers with a smaller max use theirs
 Condition = tuple[np.ndarray, int]  # a uint8 [H, W, 3] image and the latent index it goes to
-Reference = tuple[np.ndarray, int]  # a uint8 [F, H, W, 3] reference video, its downscale factor
+# IC-LoRA references: uint8 [F, H, W, 3] videos (a still: F = 1), one or a list (a reference
+# sheet, appended in order), and their downscale factor
+Reference = tuple[np.ndarray | list[np.ndarray], int]
 
 
 @dataclass
@@ -84,7 +86,8 @@ def generate(
     """One clip per (prompt, seed), prompt-major; each is deterministic given its seed.
     `conditions`: images to condition on, each at a latent index (0: the first frame, -1: the
     last), sampled by diffusers' LTX2ConditionPipeline on the same components; `reference`: an
-    IC-LoRA reference video and its downscale factor, by LTX2InContextPipeline."""
+    IC-LoRA reference video (or a list: a reference sheet) and its downscale factor, by
+    LTX2InContextPipeline."""
     from ltx.keyframes import marked_first_frame
 
     _check_size(pipe, width, height, frames)
@@ -122,11 +125,12 @@ def _in_context(pipe: Any, reference: Reference) -> tuple[Any, dict[str, Any]]:
     from diffusers import LTX2InContextPipeline
     from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
 
-    video, factor = reference
-    extra = {
-        "reference_conditions": [LTX2ReferenceCondition(frames=video)],
-        "reference_downscale_factor": factor,
-    }
+    videos, factor = reference
+    videos = [videos] if isinstance(videos, np.ndarray) else list(videos)
+    # float [0, 1]: diffusers 0.42.1's `preprocess_video` scales numpy frames as such (uint8
+    # frames would land in [-1, 509]: tests/unit/test_multi_reference_layout.py)
+    made = [LTX2ReferenceCondition(frames=v.astype(np.float32) / 255) for v in videos]
+    extra = {"reference_conditions": made, "reference_downscale_factor": factor}
     return _over(pipe, LTX2InContextPipeline), extra
 
 

@@ -41,6 +41,7 @@ class TrainerConfig(BaseModel):
         "text_to_audio",
         "image_to_video",
         "reference_video",
+        "multi_reference",
         "keyframes",
     ] = "audio_video"
     grad_accum: int = Field(1, gt=0)
@@ -87,9 +88,10 @@ class PreprocessConfig(BaseModel):
     vae_tiling: bool = False  # decode/encode large clips in tiles (real GPUs)
     frame_reader: Literal["auto", "decord", "pyav"] = "auto"
     text_chunk: int = Field(256, gt=0)  # captions encoded per text-encoder load
-    # reference latents for the reference_video (IC-LoRA) strategy: none, or `edges` (a Sobel
-    # edge map of each clip, same size, encoded by the VAE: a control derived from the clip)
-    reference: Literal["none", "edges"] = "none"
+    # reference latents for the IC-LoRA strategies: none; `edges` (reference_video: a Sobel
+    # edge map of each clip, same size, encoded by the VAE: a control derived from the clip);
+    # `files` (multi_reference: the clip's curated `_ref<i>` files, each encoded on its own)
+    reference: Literal["none", "edges", "files"] = "none"
     # references at 1/N of the clip's height and width (IC-LoRA `reference_downscale_factor`:
     # cheaper training and inference; written into the exports the consumers read it from)
     reference_downscale: int = Field(1, ge=1, le=4)

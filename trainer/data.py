@@ -12,7 +12,14 @@ import torch
 from stagekit.errors import UserError
 from stagekit.files import read_json
 from stagekit.hashing import sha256_json
-from trainer.cache import INDEX, KEYFRAME_FIRST, KEYFRAME_LAST, load_entry, text_inputs
+from trainer.cache import (
+    INDEX,
+    KEYFRAME_FIRST,
+    KEYFRAME_LAST,
+    load_entry,
+    reference_keys,
+    text_inputs,
+)
 
 
 @dataclass
@@ -27,6 +34,9 @@ class Batch:
     reference: torch.Tensor | None = None  # [B, C, F, H, W] clean control latents (IC-LoRA)
     # keyframe images, each encoded on its own: first and last frame [B, C, 1, H, W]
     keyframes: tuple[torch.Tensor, ...] | None = None
+    # multi-reference IC-LoRA: the clip's reference files in order, each [B, C, f_i, h, w]
+    # (a still is one latent frame; h, w the clip's latent size / preprocess.reference_downscale)
+    references: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -41,11 +51,15 @@ class Sample:
     @property
     def shape_key(self) -> tuple:
         audio = self.tensors.get("audio")
-        return (
+        key = (
             tuple(self.tensors["video"].shape),
             None if audio is None else tuple(audio.shape),
             self.fps,
         )
+        # a batch stacks each reference: clips with other reference shapes batch apart (only
+        # added when there are references, so other caches keep their batch order)
+        refs = tuple(tuple(self.tensors[k].shape) for k in reference_keys(self.tensors))
+        return (*key, refs) if refs else key
 
 
 def load_split(cache_dir: Path, split: str) -> list[Sample]:
@@ -73,6 +87,8 @@ def collate(samples: list[Sample]) -> Batch:
         if KEYFRAME_LAST in first
         else None
     )
+    keys = reference_keys(first)
+    references = tuple(torch.stack([s.tensors[k] for s in samples]) for k in keys) if keys else None
     return Batch(
         torch.stack([s.tensors["video"] for s in samples]),
         audio,
@@ -80,6 +96,7 @@ def collate(samples: list[Sample]) -> Batch:
         samples[0].fps,
         reference=reference,
         keyframes=keyframes,
+        references=references,
     )
 
 

@@ -24,20 +24,24 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltx import comfyui_math, ltx_core_fuse
+from ltx import ltx_core_fuse
 from ltx.consumer_files import BaseWeight, ExportRefused, consumer_state
 from ltx.exports import CONSUMERS, EXPORTS_RECORD, file_name, outcome
 from ltx.lora import ADAPTER_NAME, adapter_kind, adapter_state_dict, diffusers_metadata_header
-from ltx.lora_keys import diffusers_module
 from stagekit.files import write_json
 from stagekit.hashing import sha256_file
 from trainer.data import Batch
+from trainer.export_consumers import (
+    LOKR_CONFIG_KEY,
+    comfyui_merged,
+    load_lokr,
+    ltx_core_fused,
+)
 from trainer.quantize import BACKENDS, dequantized_weight, quantization_of, quantized_modules
 
 DIFFUSERS_FILE = "adapter.safetensors"
 COMFYUI_FILE = "comfyui.safetensors"
 LTX_PIPELINES_FILE = "ltx-pipelines.safetensors"
-LOKR_CONFIG_KEY = "lokr_config"
 QUANTIZATION_KEY = "base_quantization"  # only in adapters trained on a quantised base
 BASE_NORMS_KEY = "base_weight_norms"  # {module: ‖W‖_F}: the registry's "below noise" check
 
@@ -125,12 +129,19 @@ def _write_peft_lokr(
     return path
 
 
-# Header keys written only into the files of the consumers that read them. IC-LoRA's reference
-# scale: ltx-pipelines reads it from the LoRA's metadata (packages/ltx-pipelines/src/
-# ltx_pipelines/iclora_utils.py L30-35, `read_lora_reference_downscale_factor`, used by
-# ic_lora.py L156), as do ComfyUI's LTX IC-LoRA nodes; diffusers' LTX2InContextPipeline takes it
-# as an argument (`reference_downscale_factor`), so the diffusers file leaves it out.
-CONSUMER_ONLY = {"reference_downscale_factor": ("ltx-pipelines", "comfyui")}
+# Header keys written only into the files of the consumers that read them (Lightricks/LTX-2 at
+# 400fd31, ComfyUI comfy_extras/nodes_lt.py at 085a1a9). IC-LoRA's reference scale:
+# - reference_downscale_factor: ltx-pipelines (iclora_utils.py L30-38
+#   `read_lora_reference_downscale_factor`, used by ic_lora.py L156) and ComfyUI
+#   (`GetICLoRAParameters.execute`, the only key it reads);
+# - reference_temporal_scale_factor: ltx-pipelines only (iclora_utils.py L41-49, ic_lora.py L165);
+# - reference_spatial_scale_factor: read by neither, so never written.
+# diffusers' LTX2InContextPipeline takes the factor as an argument, so its file has none.
+CONSUMER_ONLY = {
+    "reference_downscale_factor": ("ltx-pipelines", "comfyui"),
+    "reference_temporal_scale_factor": ("ltx-pipelines",),
+    "reference_spatial_scale_factor": (),
+}
 
 
 def _read_only_by(consumer: str, metadata: dict[str, str]) -> dict[str, str]:
@@ -304,95 +315,6 @@ def _loaded(pipe, path: Path) -> Iterator[None]:
             pipe.unload_lora_weights()
     else:
         raise RuntimeError(f"{path.name}: no consumer in its header, nothing to check it with")
-
-
-@contextmanager
-def load_lokr(transformer: torch.nn.Module, path: Path) -> Iterator[None]:
-    """A LoKr PEFT file (keys `transformer.<m>.lokr_w*`, `lokr_config` header) injected into
-    `transformer` as adapter `export-check`; removed after."""
-    from peft import LoKrConfig
-    from peft.utils import set_peft_model_state_dict
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(LOKR_CONFIG_KEY)
-    if raw is None:
-        raise RuntimeError(f"{path.name}: no {LOKR_CONFIG_KEY} header, cannot rebuild the LoKr")
-    fields = json.loads(raw)
-    known = set(LoKrConfig.__dataclass_fields__)
-    config = LoKrConfig(**{k: v for k, v in fields.items() if k in known and k != "peft_type"})
-    sd = {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
-    transformer.add_adapter(config, adapter_name="export-check")
-    try:
-        result = set_peft_model_state_dict(transformer, sd, adapter_name="export-check")
-        if result.unexpected_keys:
-            raise RuntimeError(
-                f"{path.name}: keys the LoKr does not have: {result.unexpected_keys}"
-            )
-        transformer.set_adapter("export-check")
-        yield
-    finally:
-        transformer.delete_adapters("export-check")
-
-
-@contextmanager
-def comfyui_merged(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]) -> Iterator[None]:
-    """The transformer with a ComfyUI-layout adapter patched into its Linear weights by
-    ComfyUI's arithmetic (`ltx.comfyui_math`); the original weights come back after."""
-    weights = {}
-    for official, parts in comfyui_math.modules(sd).items():
-        module = diffusers_module(official)
-        weights[module] = comfyui_math.patched_weight(_weight(transformer, module), parts)
-    with patched(transformer, weights):
-        yield
-
-
-@contextmanager
-def ltx_core_fused(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]) -> Iterator[None]:
-    """The transformer with an ltx-pipelines file fused into its weights as ltx-core fuses it
-    (its own `apply_loras` where it imports); the original weights come back after."""
-    official = sorted(
-        k.removeprefix("diffusion_model.").removesuffix(".lora_A.weight")
-        for k in sd
-        if k.endswith(".lora_A.weight")
-    )
-    shapes = {f"{m}.weight": _weight(transformer, diffusers_module(m)).shape for m in official}
-    if ltx_core_fuse.available():
-        deltas = ltx_core_fuse.fused_deltas(sd, shapes)
-    else:  # its arithmetic (fuse_loras.py _prepare_deltas): B·strength @ A, nothing else
-        deltas = {
-            f"{m}.weight": sd[f"diffusion_model.{m}.lora_B.weight"].float()
-            @ sd[f"diffusion_model.{m}.lora_A.weight"].float()
-            for m in official
-        }
-    weights = {}
-    for m in official:
-        module = diffusers_module(m)
-        base = _weight(transformer, module)
-        weights[module] = (base.float() + deltas[f"{m}.weight"]).to(base.dtype)
-    with patched(transformer, weights):
-        yield
-
-
-def _weight(transformer: torch.nn.Module, module: str) -> torch.Tensor:
-    return transformer.get_submodule(module).weight.detach()
-
-
-@contextmanager
-def patched(transformer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Linear weights replaced by `weights` ({module: weight}) for the duration."""
-    saved = {}
-    with torch.no_grad():
-        for module, weight in weights.items():
-            linear = transformer.get_submodule(module)
-            saved[module] = linear.weight.detach().clone()
-            linear.weight.copy_(weight)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for module, weight in saved.items():
-                transformer.get_submodule(module).weight.copy_(weight)
 
 
 def canonical_header(path: Path) -> None:

@@ -88,7 +88,7 @@ def export_run(
             "gradient_checkpointing": job.cfg.gradient_checkpointing,
             "seed": job.seed,
             "trainable_params": sum(p.numel() for p in params.values()),
-            **{k: v for k, v in metadata.items() if k == "reference_downscale_factor"},
+            **{k: v for k, v in metadata.items() if k.startswith("reference_")},
         }
         write_json(
             tmp / "train.json",
@@ -133,9 +133,12 @@ def _header(job: Job, batch: Batch) -> dict[str, str]:
     """The metadata the exported files carry (DESIGN.md: Formats and names); an IC-LoRA's
     reference scale goes only where a consumer reads it (trainer.export.CONSUMER_ONLY)."""
     conditioning = {}
-    if job.cfg.strategy == "reference_video" and batch.reference is not None:
-        factor = reference_downscale_factor(batch.reference, tuple(batch.video.shape[-2:]))
+    first = batch.reference if batch.reference is not None else (batch.references or (None,))[0]
+    if job.cfg.strategy in ("reference_video", "multi_reference") and first is not None:
+        factor = reference_downscale_factor(first, tuple(batch.video.shape[-2:]))
         conditioning["reference_downscale_factor"] = str(factor)
+        # references keep the clip's frame rate (no temporal subsampling is trained)
+        conditioning["reference_temporal_scale_factor"] = "1"
     return {
         **conditioning,
         "base_model": job.lineage["base_model"],

@@ -72,6 +72,7 @@ def empty_prompt(cache_dir: Path, index: dict[str, Any]) -> dict[str, torch.Tens
 # strategies that need conditioning latents in the cache: (shard key, what, preprocess setting)
 CONDITIONS = {
     "reference_video": ("reference", "reference latents", "preprocess.reference=edges"),
+    "multi_reference": ("reference.0", "reference files", "preprocess.reference=files"),
     "keyframes": ("keyframe_last", "keyframe images", "preprocess.keyframes=first_last"),
 }
 
@@ -250,18 +251,21 @@ class ValidationSampler:
         self.pipe = None
 
     def _reference(self, strategy: str) -> tuple | None:
-        """The held-out clip's reference video (decoded from its cached latents) and its
-        downscale factor, for an IC-LoRA render (reference_video); else None."""
+        """The held-out clip's reference video (reference_video) or reference sheet
+        (multi_reference: a list, in order), decoded from its cached latents, and the
+        downscale factor, for an IC-LoRA render; else None."""
         from ltx.encode import decode_frames
-        from trainer.cache import load_entry
+        from trainer.cache import load_entry, reference_keys
         from trainer.strategies import reference_downscale_factor
 
-        if strategy != "reference_video":
+        if strategy not in ("reference_video", "multi_reference"):
             return None
         tensors = load_entry(self.cache_dir, self.entry)
-        reference = tensors["reference"]
-        factor = reference_downscale_factor(reference[None], tuple(tensors["video"].shape[-2:]))
-        return decode_frames(self.pipe.vae, reference), factor
+        keys = ["reference"] if strategy == "reference_video" else reference_keys(tensors)
+        target = tuple(tensors["video"].shape[-2:])
+        factor = reference_downscale_factor(tensors[keys[0]][None], target)
+        videos = [decode_frames(self.pipe.vae, tensors[k]) for k in keys]
+        return (videos[0] if strategy == "reference_video" else videos), factor
 
     def _conditions(self, strategy: str) -> list | None:
         """What the mode conditions on, from the held-out clip, as its inference pipeline

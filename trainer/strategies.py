@@ -6,6 +6,7 @@ holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -160,6 +161,48 @@ class ReferenceVideo(AudioVideo):
 
 
 @dataclass(frozen=True)
+class MultiReference(AudioVideo):
+    """Multi-reference IC-LoRA (a reference sheet: several clips or stills per sample), as
+    LTX2InContextPipeline runs a list of `reference_conditions` and ltx-pipelines a list of
+    `video_conditioning` paths: each reference is encoded on its own, packed, and appended
+    after the target in the given order, each on its own grid starting at time 0 with its
+    spatial axes scaled by the downscale factor (diffusers 0.42.1 pipeline_ltx2_ic_lora.py
+    L1416-1485 `_encode_reference_conditions`; ltx-core reference_video_cond.py L45-100,
+    appended once per path by ltx-pipelines iclora_utils.py L119-170), timestep 0 (strength
+    1). At strength 1 neither consumer masks attention, so every token sees every other. The
+    loss covers only the target's tokens (and audio)."""
+
+    name: str = "multi_reference"
+
+    def loss(
+        self,
+        denoiser: dict,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        batch: Batch,
+        cfg: TrainerConfig,
+        generator: torch.Generator,
+        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
+        parts: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        if not batch.references:
+            raise UserError(
+                "trainer.strategy=multi_reference needs reference files in the cache: put "
+                "`<clip>_ref0.mp4|png` beside each clip, re-run `ltx-lora curate` and "
+                "`ltx-lora preprocess preprocess.reference=files`"
+            )
+        x0 = batch.video
+        sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
+        noise = sharded_randn(x0.shape, generator, batch.shard)
+        x_t, target = noisy_latents(x0, noise, sv)
+        x_a, target_a = _noised_audio(batch, sa, generator)
+        pred_v, pred_a = predict_with_reference(
+            denoiser, x_t, batch.references, x_a, batch.text, sv, sa, fps=batch.fps
+        )
+        audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
+        return summed(F.mse_loss(pred_v.float(), target), audio, parts)
+
+
+@dataclass(frozen=True)
 class Keyframes(AudioVideo):
     """First and last frame, as LTX2ConditionPipeline conditions on two keyframe images (latent
     index 0 and -1), each re-compressed and encoded on its own (the cache's `keyframe_first`,
@@ -215,7 +258,7 @@ def last_frame_coords(
 def predict_with_reference(
     denoiser: dict,
     video: torch.Tensor,
-    reference: torch.Tensor,
+    reference: torch.Tensor | Sequence[torch.Tensor],
     audio: torch.Tensor | None,
     text: dict[str, torch.Tensor],
     sigma_video: torch.Tensor,
@@ -224,15 +267,17 @@ def predict_with_reference(
     fps: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`ltx.forward.predict_velocity` with reference tokens in the sequence: packed tokens
-    [target | reference], coords [target grid | reference grid] (the same grid, as
-    LTX2InContextPipeline computes them), timestep [σ… | 0…]. Returns the target's velocity
-    [B, C, F, H, W] and the audio's."""
+    [target | reference 0 | reference 1 ...], coords [target grid | each reference's grid] (as
+    LTX2InContextPipeline computes them), timestep [σ... | 0...]. `reference`: one
+    [B, C, f, h, w] latent or several (their frame counts may differ: a still is one frame).
+    Returns the target's velocity [B, C, F, H, W] and the audio's."""
     transformer = denoiser["transformer"]
     b, _, f, h, w = video.shape
-    coords = reference_coords(transformer, reference, (h, w), fps)
+    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    coords = torch.cat([reference_coords(transformer, r, (h, w), fps) for r in references], dim=2)
     per_token = sigma_video.reshape(-1, 1).expand(b, f * h * w)
     return predict_with_appended(
-        denoiser, video, per_token, reference, coords, audio, text, sigma_audio, fps=fps
+        denoiser, video, per_token, references, coords, audio, text, sigma_audio, fps=fps
     )
 
 
@@ -267,7 +312,7 @@ def predict_with_appended(
     denoiser: dict,
     video: torch.Tensor,
     token_sigma: torch.Tensor,
-    appended: torch.Tensor,
+    appended: torch.Tensor | Sequence[torch.Tensor],
     appended_coords: torch.Tensor,
     audio: torch.Tensor | None,
     text: dict[str, torch.Tensor],
@@ -276,10 +321,10 @@ def predict_with_appended(
     fps: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The velocity of `video` [B, C, F, H, W] (per-token noise levels `token_sigma` [B, F*H*W])
-    with clean conditioning latents `appended` [B, C, f, h, w] after its tokens at positions
-    `appended_coords` [B, 3, f*h*w, 2], their timestep 0: how the IC-LoRA and condition
-    pipelines lay out a sequence. Returns the video's velocity (appended tokens dropped) and
-    the audio's."""
+    with clean conditioning latents `appended` [B, C, f, h, w] (or several, packed one after
+    the other) after its tokens at positions `appended_coords` [B, 3, tokens, 2], timestep 0:
+    how the IC-LoRA and condition pipelines lay out a sequence. Returns the video's velocity
+    (appended tokens dropped) and the audio's."""
     from diffusers import LTX2Pipeline
 
     from ltx.forward import _packed_audio, _timestep, connect_text
@@ -291,7 +336,10 @@ def predict_with_appended(
     video_text, audio_text, mask = connect_text(denoiser["connectors"], text)
     b, _, f, h, w = video.shape
     target = LTX2Pipeline._pack_latents(video, cfg.patch_size, cfg.patch_size_t)
-    extra = LTX2Pipeline._pack_latents(appended, cfg.patch_size, cfg.patch_size_t)
+    parts = [appended] if isinstance(appended, torch.Tensor) else list(appended)
+    extra = torch.cat(
+        [LTX2Pipeline._pack_latents(a, cfg.patch_size, cfg.patch_size_t) for a in parts], dim=1
+    )
     tokens = torch.cat([target, extra.to(target)], dim=1)
     packed_audio, isolate = _packed_audio(audio, b, cfg.audio_in_channels, target)
     per_token = torch.cat([token_sigma, token_sigma.new_zeros(b, extra.shape[1])], dim=1)
@@ -359,7 +407,15 @@ def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator)
     return noisy_latents(batch.audio, noise, sigma)
 
 
-MODES = (AudioVideo(), TextToVideo(), TextToAudio(), ImageToVideo(), ReferenceVideo(), Keyframes())
+MODES = (
+    AudioVideo(),
+    TextToVideo(),
+    TextToAudio(),
+    ImageToVideo(),
+    ReferenceVideo(),
+    MultiReference(),
+    Keyframes(),
+)
 STRATEGIES = {s.name: s for s in MODES}
 
 

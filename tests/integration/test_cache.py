@@ -26,7 +26,7 @@ from stagekit.errors import UserError
 from stagekit.files import read_jsonl, write_jsonl
 from stagekit.hashing import sha256_file
 from tests.integration.train_job import LINEAGE
-from trainer import cache as cache_module
+from trainer import cache_index as cache_module
 from trainer.cache import (
     EMPTY_PROMPT,
     INDEX,

@@ -22,7 +22,14 @@ def setup(cache_dir, model_path):
     # a control latent of the clip's shape (the cache holds one with preprocess.reference=edges),
     # and keyframe latents of one frame (the cache holds them with preprocess.keyframes=first_last)
     frame = batch.video[:, :, :1]
-    batch = replace(batch, reference=batch.video.flip(-1) * 0.5, keyframes=(frame, frame * 0.5))
+    # a reference sheet (preprocess.reference=files): a clip-long reference and a still
+    sheet = (batch.video.flip(-2) * 0.5, frame.flip(-1))
+    batch = replace(
+        batch,
+        reference=batch.video.flip(-1) * 0.5,
+        keyframes=(frame, frame * 0.5),
+        references=sheet,
+    )
     return denoiser, comps["scheduler"], batch
 
 
@@ -48,6 +55,7 @@ def test_registry_names_every_mode() -> None:
         "text_to_audio",
         "image_to_video",
         "reference_video",
+        "multi_reference",
         "keyframes",
     }
     assert all(get_strategy(n).name == n for n in STRATEGIES)
@@ -60,7 +68,8 @@ def test_loss_is_a_finite_scalar(setup, name) -> None:
     assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
     b, c, f, h, w = batch.video.shape
     # + the reference's, or the appended last image's
-    tokens = f * h * w + {"reference_video": f * h * w, "keyframes": h * w}.get(name, 0)
+    appended = {"reference_video": f * h * w, "multi_reference": (f + 1) * h * w}
+    tokens = f * h * w + {**appended, "keyframes": h * w}.get(name, 0)
     assert seen["hidden_states"].shape == (b, tokens, c)  # packed [B, F*H*W, C]
 
 
@@ -122,4 +131,31 @@ def test_reference_mode_without_reference_latents_says_what_to_run(setup) -> Non
     with pytest.raises(UserError, match=r"preprocess\.reference=edges"):
         captured_call(
             denoiser, get_strategy("reference_video"), scheduler, replace(batch, reference=None)
+        )
+
+
+def test_multi_reference_appends_each_reference_clean_in_order(setup) -> None:
+    """[target | reference 0 | reference 1] tokens, each reference packed as it is at
+    timestep 0 on its own grid from time 0 (a still: one frame), the target's tokens noised."""
+    denoiser, scheduler, batch = setup
+    loss, seen = captured_call(denoiser, get_strategy("multi_reference"), scheduler, batch)
+    b, c, f, h, w = batch.video.shape
+    n, clip, still = f * h * w, *batch.references
+    packed = [r.permute(0, 2, 3, 4, 1).reshape(b, -1, c) for r in (clip, still)]
+    assert torch.allclose(seen["hidden_states"][:, n:], torch.cat(packed, dim=1))
+    t = seen["timestep"]
+    assert torch.all(t[:, n:] == 0) and torch.all(t[:, :n] > 0)
+    coords = seen["video_coords"]
+    assert torch.equal(coords[:, :, n : 2 * n], coords[:, :, :n])  # the clip: the target grid
+    assert torch.equal(coords[:, :, 2 * n :], coords[:, :, : h * w])  # the still: frame 0's
+    swapped = replace(batch, references=(clip, -still))
+    other, _ = captured_call(denoiser, get_strategy("multi_reference"), scheduler, swapped)
+    assert not torch.equal(loss, other)
+
+
+def test_multi_reference_without_reference_files_says_what_to_run(setup) -> None:
+    denoiser, scheduler, batch = setup
+    with pytest.raises(UserError, match=r"preprocess\.reference=files"):
+        captured_call(
+            denoiser, get_strategy("multi_reference"), scheduler, replace(batch, references=None)
         )
