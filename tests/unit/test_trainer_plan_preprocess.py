@@ -21,7 +21,8 @@ import torch
 from ltx.config import ModelConfig
 from ltx.encode import encode_prompts, project_text
 from ltx.loading import load_components
-from ltx.versions import GEMMA3_FOR_LTX, VERSIONS
+from ltx.fullsize import GEMMA3_FOR_LTX
+from ltx.versions import VERSIONS
 from stagekit.errors import UserError
 from trainer import plan_preprocess as pre
 from trainer.config import PreprocessConfig
@@ -181,7 +182,7 @@ def test_preprocess_fits_24gb_only_with_a_quantised_text_encoder() -> None:
 
 
 def test_gemma_config_is_ltx_cores() -> None:
-    """GEMMA3_FOR_LTX holds ltx-core 1.0.0's facts (text_encoders/gemma/config.py)."""
+    """ltx.fullsize.GEMMA3_FOR_LTX holds ltx-core 1.0.0's facts (text_encoders/gemma/config.py)."""
     from ltx_core.text_encoders.gemma.config import GEMMA3_CONFIG_FOR_LTX
 
     theirs = GEMMA3_CONFIG_FOR_LTX.to_dict()
