@@ -13,19 +13,18 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from curation import dedupe
-from curation.buckets import cover_box, nearest_bucket, resolve_buckets, upscale_needed
+from curation.buckets import nearest_bucket, resolve_buckets
 from curation.card import DatasetCard
 from curation.config import CurationConfig
-from curation.decode import truncated_detail
-from curation.ingest import STILL_SUFFIXES, VIDEO_SUFFIXES, classify, list_inputs
+from curation.ingest import STILL_SUFFIXES, VIDEO_SUFFIXES, list_inputs
 from curation.outcomes import kept_segments, outcomes, quarantine_row
-from curation.probe import ProbeFailure, ProbeResult, probe, probe_still
-from curation.segment import Damaged, Plan, segment_dict, segment_source
+from curation.per_source import CURATE_VERSION, probe_batch, segment_batch, settings_hash
+from curation.references import attach, split_inputs
 from curation.split import Split, guard_quarantine, split_dataset
 from ltx.buckets import BucketRules
 from stagekit.files import atomic_dir, read_jsonl, write_jsonl
@@ -42,8 +41,6 @@ __all__ = [
     "nearest_bucket",
 ]
 
-# Bump when the algorithm changes what a curated clip holds: old outputs then re-curate.
-CURATE_VERSION = 4
 SOURCES_FILE = "sources.jsonl"  # per-source results before dedupe: what a rerun reuses
 
 
@@ -62,7 +59,8 @@ def curate(
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     buckets = resolve_buckets(cfg, rules)
-    inputs = list_inputs(raw_dir)
+    # `<clip>_ref<N>` files are a clip's reference sheet (curation/references.py), not clips
+    inputs, sheets = split_inputs(list_inputs(raw_dir), raw_dir)
     refs = default_reference_dirs(raw_dir) if reference_dirs is None else list(reference_dirs)
     fingerprint = sha256_json(
         {
@@ -78,7 +76,8 @@ def curate(
         return {**{k: record[k] for k in SUMMARY_KEYS}, "skipped": True}
     with atomic_dir(out_dir) as tmp:
         (tmp / "clips").mkdir()
-        summary = _curate_into(inputs, raw_dir, tmp, cfg, buckets, refs, previous=out_dir)
+        sources = Sources(inputs, raw_dir, sheets, rules)
+        summary = _curate_into(sources, tmp, cfg, buckets, refs, previous=out_dir)
         save_record(tmp, "curate", fingerprint, summary)
     return {**summary, "skipped": False}
 
@@ -168,9 +167,18 @@ def split_line(report: dict[str, Any] | None) -> str:
 # --- the run ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The clip inputs under `raw_dir`, each clip's reference sheet, the bucket rules."""
+
+    inputs: list[Path]
+    raw_dir: Path
+    sheets: dict[str, list[str]]
+    rules: BucketRules
+
+
 def _curate_into(
-    inputs: list[Path],
-    raw_dir: Path,
+    sources: Sources,
     out: Path,
     cfg: CurationConfig,
     buckets: list[tuple[int, int]],
@@ -179,11 +187,12 @@ def _curate_into(
 ) -> dict[str, Any]:
     from datasets import Dataset, Value
 
+    inputs, raw_dir = sources.inputs, sources.raw_dir
     text = Value("string")
     table = Dataset.from_dict({"source": [p.relative_to(raw_dir).as_posix() for p in inputs]})
     args = {"cfg_json": cfg.model_dump_json(), "buckets": [list(b) for b in buckets]}
     probe_cols = {k: text for k in ("source", "sha256", "reason", "detail", "info")}
-    probed = _map(table, _probe_batch, cfg, "probe", {**args, "raw_dir": str(raw_dir)}, probe_cols)
+    probed = _map(table, probe_batch, cfg, "probe", {**args, "raw_dir": str(raw_dir)}, probe_cols)
     probed = probed.add_column("duplicate_of", _exact_duplicates(probed, raw_dir))
     todo = probed.filter(_needs_segments, batched=True).flatten_indices()
     results: dict[str, dict] = {}
@@ -191,12 +200,14 @@ def _curate_into(
         todo = todo.add_column("previous", _previous_results(previous, todo, cfg))
         work = {**args, "clips_dir": str(out / "clips"), "previous_clips": str(previous / "clips")}
         cols = {"source": text, "result": text}
-        segmented = _map(todo, _segment_batch, cfg, "segment", work, cols)
+        segmented = _map(todo, segment_batch, cfg, "segment", work, cols)
         results = {r["source"]: json.loads(r["result"]) for r in segmented}
     write_jsonl(out / SOURCES_FILE, [results[s] for s in sorted(results)])
     ref_hashes = _reference_hashes(refs, cfg, buckets)
     _drop_duplicates_and_leaks(results, ref_hashes, cfg, out / "clips")
     rows, dropped = outcomes(probed, results, cfg)
+    if sources.sheets:  # conformed beside their clips; a broken one quarantines its clip
+        rows = attach(rows, dropped, sources.sheets, raw_dir, out, cfg, sources.rules)
     split = _split(rows, dropped, cfg, out)
     rows = split.rows
     write_jsonl(out / "manifest.jsonl", rows)
@@ -215,7 +226,8 @@ def _split(rows: list[dict], dropped: list[dict], cfg: CurationConfig, out: Path
     distance = cfg.filters.dedupe_distance
     split = split_dataset(rows, cfg.validation_fraction, cfg.split_seed, distance)
     for row in split.guarded:
-        (out / row["path"]).unlink(missing_ok=True)
+        for path in [row["path"], *(r["path"] for r in row.get("references", []))]:
+            (out / path).unlink(missing_ok=True)
         reason, detail = guard_quarantine(row)
         span = (row["start_s"], row["end_s"])
         dropped.append(quarantine_row(row["source"], row["source_sha256"], reason, detail, span))
@@ -244,137 +256,6 @@ def _map(
         features=Features(columns),
         desc=desc,
     )
-
-
-# --- per-file work (runs inside datasets' worker processes) --------------------------------
-
-
-def _probe_batch(
-    batch: dict[str, list], raw_dir: str, cfg_json: str, buckets: list[list[int]]
-) -> dict[str, list]:
-    """Classify and probe each file; a plan (bucket + crop) for those that can be curated."""
-    cfg = CurationConfig.model_validate_json(cfg_json)
-    out: dict[str, list] = {k: [] for k in ("source", "sha256", "reason", "detail", "info")}
-    for source in batch["source"]:
-        sha, reason, detail, info = _probe_one(Path(raw_dir), source, cfg, buckets)
-        for key, value in zip(out, (source, sha, reason, detail, info), strict=True):
-            out[key].append(value)
-    return out
-
-
-def _probe_one(
-    raw_dir: Path, source: str, cfg: CurationConfig, buckets: list[list[int]]
-) -> tuple[str | None, str | None, str, str]:
-    """(sha256, reason or None, detail, probe + plan as JSON)."""
-    path = raw_dir / source
-    kind, detail = classify(path, raw_dir)
-    if kind not in ("video", "still"):
-        sha = None if kind in ("symlink_outside", "broken_link") else _sha_or_none(path)
-        return sha, kind, detail, ""
-    if kind == "still" and not cfg.stills:
-        return sha256_file(path), "unsupported_still", "stills are off (curation.stills)", ""
-    luma = cfg.filters.letterbox_luma if cfg.filters.letterbox else None
-    info = probe_still(path, luma) if kind == "still" else probe(path, luma)
-    if isinstance(info, ProbeFailure):
-        return info.sha256, info.reason, info.detail, ""
-    verdict = _plan(info, cfg, [tuple(b) for b in buckets])  # type: ignore[misc]
-    if isinstance(verdict, tuple):
-        return info.sha256, verdict[0], verdict[1], ""
-    return info.sha256, None, "", json.dumps({"probe": _info_dict(info), "plan": asdict(verdict)})
-
-
-def _plan(
-    info: ProbeResult, cfg: CurationConfig, buckets: list[tuple[int, int]]
-) -> Plan | tuple[str, str]:
-    """The bucket and crop for a source, or (reason, detail) when it is too short or small."""
-    need = (cfg.frames - 0.5) / cfg.fps
-    cut = info.truncated_at
-    if not info.still and cut is not None and cut < need:
-        short = f"too short for one clip ({cfg.frames / cfg.fps:.2f} s)"
-        return "truncated", truncated_detail(cut, info.duration_s, short)
-    if not info.still and info.duration_s < need:
-        return (
-            "too_short",
-            f"{info.duration_s:.2f} s; needs {cfg.frames} frames at {cfg.fps:g} fps "
-            f"({cfg.frames / cfg.fps:.2f} s)",
-        )
-    w, h = info.display_size
-    content = info.content_box or (0.0, 0.0, float(w), float(h))
-    size = (content[2] - content[0], content[3] - content[1])
-    bucket = nearest_bucket(size, buckets)  # type: ignore[arg-type]
-    box = cover_box(content, bucket)
-    if (up := upscale_needed(box, bucket)) > cfg.filters.max_upscale + 1e-9:
-        return (
-            "too_small",
-            f"{round(size[0])}x{round(size[1])} would be enlarged {up:.2f}x to fill "
-            f"{bucket[0]}x{bucket[1]} (curation.filters.max_upscale {cfg.filters.max_upscale:g})",
-        )
-    return Plan(bucket, box, 1 if info.still else cfg.frames, cfg.fps)
-
-
-def _segment_batch(
-    batch: dict[str, list],
-    cfg_json: str,
-    buckets: list[list[int]],
-    clips_dir: str,
-    previous_clips: str,
-) -> dict[str, list]:
-    """Segment each source (or copy last run's clips when its result is reusable)."""
-    cfg = CurationConfig.model_validate_json(cfg_json)
-    out: dict[str, list] = {"source": [], "result": []}
-    for source, sha, info_json, prev in zip(
-        batch["source"], batch["sha256"], batch["info"], batch["previous"], strict=True
-    ):
-        result = _reused(source, prev, Path(previous_clips), Path(clips_dir))
-        if result is None:
-            result = _segment_one(source, sha, info_json, cfg, Path(clips_dir))
-        out["source"].append(source)
-        out["result"].append(json.dumps(result))
-    return out
-
-
-def _segment_one(
-    source: str, sha: str, info_json: str, cfg: CurationConfig, clips_dir: Path
-) -> dict[str, Any]:
-    data = json.loads(info_json)
-    info = _info_from_dict(data["probe"])
-    plan = Plan(**{**data["plan"], "bucket": tuple(data["plan"]["bucket"])})
-    media = {"media": cfg.media_fields(), "version": CURATE_VERSION, "sha": sha}
-    box = [round(v, 2) for v in plan.box]
-
-    def name(slot: int) -> str:
-        return sha256_json(
-            {**media, "slot": slot, "bucket": [*plan.bucket, plan.frames], "box": box}
-        )[:16]
-
-    base = {"source": source, "sha256": sha, "settings": settings_hash(cfg), "reused": False}
-    base |= {"probe": data["probe"], "plan": data["plan"]}
-    try:
-        segments = segment_source(info, plan, cfg, clips_dir, name)
-    except Damaged as e:
-        return {**base, "reason": e.reason, "detail": e.detail, "segments": []}
-    return {**base, "reason": None, "detail": "", "segments": [segment_dict(s) for s in segments]}
-
-
-def _reused(source: str, prev: str, previous_clips: Path, clips_dir: Path) -> dict[str, Any] | None:
-    """Last run's result for this source if every clip it kept is still on disk, copied in."""
-    if not prev:
-        return None
-    result = json.loads(prev)
-    names = [f"{s['clip_id']}.mp4" for s in result["segments"] if s["clip_id"]]
-    if not all((previous_clips / n).is_file() for n in names):
-        return None
-    for n in names:
-        shutil.copyfile(previous_clips / n, clips_dir / n)
-    return {**result, "source": source, "reused": True}
-
-
-def settings_hash(cfg: CurationConfig) -> str:
-    """The settings a source's segments depend on (not the cross-source dedupe or the split)."""
-    fields = cfg.segment_fields()
-    for key in ("dedupe", "dedupe_distance", "leakage"):
-        fields["filters"].pop(key)
-    return sha256_json({"version": CURATE_VERSION, **fields})
 
 
 # --- across files ----------------------------------------------------------------------------
@@ -491,28 +372,3 @@ def _summary(n_inputs: int, rows: list[dict], dropped: list[dict], reused: int) 
         "quarantined": dict(sorted(files.items())),
         "segments_dropped": dict(sorted(segments.items())),
     }
-
-
-# --- probe results across the process boundary ----------------------------------------------
-
-
-def _info_dict(info: ProbeResult) -> dict[str, Any]:
-    d = asdict(info)
-    d["path"] = str(info.path)
-    d["display_size"] = list(info.display_size)
-    return d
-
-
-def _info_from_dict(d: dict[str, Any]) -> ProbeResult:
-    fields = {k: v for k, v in d.items() if k in ProbeResult.__dataclass_fields__}
-    box = fields.get("content_box")
-    return ProbeResult(
-        **{**fields, "path": Path(d["path"]), "content_box": tuple(box) if box else None}
-    )
-
-
-def _sha_or_none(path: Path) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
