@@ -40,6 +40,7 @@ from ltx.frames import read_frames
 from ltx.keyframes import keyframe_image
 from ltx.loading import load_components, release, weight_bytes
 from ltx.sampling import read_audio
+from stagekit.errors import UserError
 from stagekit.hashing import sha256_bytes
 from trainer.cache_index import (
     CACHE_FORMAT,
@@ -89,6 +90,7 @@ __all__ = [
     "INDEX",
     "JOURNAL_PREFIX",
     "KEYFRAME_FIRST",
+    "KEYFRAME_INTERIOR",
     "KEYFRAME_LAST",
     "MASK",
     "OMITTED_DEFAULTS",
@@ -121,6 +123,8 @@ __all__ = [
 # [C, 1, H, W]: the clip's first / last frame re-compressed and encoded on its own, as the
 # condition pipeline prepares a keyframe image (ltx.keyframes.keyframe_image)
 KEYFRAME_FIRST, KEYFRAME_LAST = "keyframe_first", "keyframe_last"
+# [C, F'-2, H, W]: the frame at each interior latent index, each encoded on its own
+KEYFRAME_INTERIOR = "keyframe_interior"
 
 # Always clips/s and the time left (tqdm's default flips to s/clip below 1 clip/s).
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # noqa: E501
@@ -136,7 +140,7 @@ class Options:
     text_chunk: int = 256  # clips per text phase: bounds host memory for cached text features
     reference: str = "none"  # none | edges | files: reference latents (IC-LoRA strategies)
     text_encoder_quantize: str = "none"  # none | int8 | nf4 (trainer.text_encoder)
-    keyframes: str = "none"  # none | first_last: keyframe images encoded (strategy keyframes)
+    keyframes: str = "none"  # none | first_last | first_last_interior (strategy keyframes)
     reference_downscale: int = 1  # references at 1/N of the clip's height and width
     ltx_version: str = "2.0"  # the model's: how keyframe images are re-compressed
 
@@ -376,11 +380,33 @@ def _encode_media(vaes: dict[str, Any], media: Media, opts: Options) -> dict[str
         tensors["reference"] = encode_video(vaes["vae"], torch.from_numpy(control))
     if opts.reference == "files":  # multi-reference: each file encoded on its own
         tensors |= reference_tensors(vaes["vae"], media.references, opts.reference_downscale)
-    if opts.keyframes == "first_last":  # as the condition pipeline encodes its two images
+    if opts.keyframes != "none":  # as the condition pipeline encodes its images, one by one
         for key, frame in ((KEYFRAME_FIRST, media.frames[0]), (KEYFRAME_LAST, media.frames[-1])):
-            image = keyframe_image(frame, opts.ltx_version)
-            tensors[key] = encode_video(vaes["vae"], torch.from_numpy(image[None]))
+            tensors[key] = _keyframe_latent(vaes["vae"], frame, opts.ltx_version)
+    if opts.keyframes == "first_last_interior":
+        tensors[KEYFRAME_INTERIOR] = interior_keyframes(vaes["vae"], media.frames, opts)
     if opts.with_audio and media.audio is not None and "audio_vae" in vaes:
         audio = torch.from_numpy(media.audio)
         tensors["audio"] = encode_audio(vaes["audio_vae"], audio, media.sample_rate)
     return tensors
+
+
+def _keyframe_latent(vae: Any, frame: np.ndarray, ltx_version: str) -> torch.Tensor:
+    """A uint8 [H, W, 3] frame as a keyframe image's latent [C, 1, H', W']."""
+    image = keyframe_image(frame, ltx_version)
+    return encode_video(vae, torch.from_numpy(image[None]))
+
+
+def interior_keyframes(vae: Any, frames: np.ndarray, opts: Options) -> torch.Tensor:
+    """[C, F'-2, H', W']: for each interior latent index k = 1..F'-2, the pixel frame
+    (k - 1) * temporal + 1, where LTX2ConditionPipeline places an image given at latent index
+    k (ltx.keyframes.keyframe_coords), as a keyframe image encoded on its own."""
+    t = vae.temporal_compression_ratio
+    latent_frames = (len(frames) - 1) // t + 1
+    if latent_frames < 3:
+        raise UserError(
+            f"preprocess.keyframes=first_last_interior: a {len(frames)}-frame clip has no "
+            "interior latent frame; use longer clips or preprocess.keyframes=first_last"
+        )
+    picks = [frames[(k - 1) * t + 1] for k in range(1, latent_frames - 1)]
+    return torch.cat([_keyframe_latent(vae, f, opts.ltx_version) for f in picks], dim=1)

@@ -44,6 +44,9 @@ class TrainerConfig(BaseModel):
         "multi_reference",
         "keyframes",
     ] = "audio_video"
+    # keyframes: this many interior keyframes per step, at distinct random latent indices
+    # (needs preprocess.keyframes=first_last_interior); 0 = first and last only
+    keyframe_interior: int = Field(0, ge=0)
     grad_accum: int = Field(1, gt=0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no EMA copy of the adapter
@@ -100,5 +103,6 @@ class PreprocessConfig(BaseModel):
     text_encoder_quantize: Literal["none", "int8", "nf4"] = "none"
     # keyframe latents for trainer.strategy=keyframes: none, or `first_last` (the clip's first
     # and last frames, each re-compressed and encoded on its own as the condition pipeline
-    # prepares a keyframe image)
-    keyframes: Literal["none", "first_last"] = "none"
+    # prepares a keyframe image); `first_last_interior` adds the frame at every interior latent
+    # index, for trainer.keyframe_interior's random interior keyframes
+    keyframes: Literal["none", "first_last", "first_last_interior"] = "none"

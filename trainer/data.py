@@ -15,6 +15,7 @@ from stagekit.hashing import sha256_json
 from trainer.cache import (
     INDEX,
     KEYFRAME_FIRST,
+    KEYFRAME_INTERIOR,
     KEYFRAME_LAST,
     load_entry,
     reference_keys,
@@ -32,7 +33,8 @@ class Batch:
     fps: float
     shard: tuple[int, int] = (0, 1)  # (rank, world): this batch is that slice of a global one
     reference: torch.Tensor | None = None  # [B, C, F, H, W] clean control latents (IC-LoRA)
-    # keyframe images, each encoded on its own: first and last frame [B, C, 1, H, W]
+    # keyframe images, each encoded on its own: first and last frame [B, C, 1, H, W], and with
+    # preprocess.keyframes=first_last_interior the interior ones [B, C, F-2, H, W]
     keyframes: tuple[torch.Tensor, ...] | None = None
     # multi-reference IC-LoRA: the clip's reference files in order, each [B, C, f_i, h, w]
     # (a still is one latent frame; h, w the clip's latent size / preprocess.reference_downscale)
@@ -82,6 +84,7 @@ def collate(samples: list[Sample]) -> Batch:
         torch.stack([s.tensors["reference"] for s in samples]) if "reference" in first else None
     )
     keys = (KEYFRAME_FIRST, KEYFRAME_LAST)
+    keys += (KEYFRAME_INTERIOR,) if KEYFRAME_INTERIOR in first else ()
     keyframes = (
         tuple(torch.stack([s.tensors[k] for s in samples]) for k in keys)
         if KEYFRAME_LAST in first

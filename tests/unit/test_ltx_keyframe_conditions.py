@@ -24,7 +24,7 @@ from ltx.tiny_build import build_tiny_pipeline
 from trainer.cache import compact_text, text_inputs
 from trainer.config import TrainerConfig
 from trainer.data import Batch
-from trainer.strategies import get_strategy, last_frame_coords
+from trainer.strategies import get_strategy, interior_picks, last_frame_coords
 
 FPS = 24.0
 
@@ -141,7 +141,7 @@ def keyframe_batch(pipe: LTX2Pipeline, video: np.ndarray) -> Batch:
     return replace(Batch(latents, None, text, FPS), keyframes=(first, last))
 
 
-def step_loss(pipe: LTX2Pipeline, batch: Batch) -> float:
+def step_loss(pipe: LTX2Pipeline, batch: Batch, cfg: TrainerConfig | None = None) -> float:
     denoiser = {"transformer": pipe.transformer, "connectors": pipe.connectors}
     sigma = torch.tensor([0.6])
     with torch.no_grad():
@@ -149,7 +149,7 @@ def step_loss(pipe: LTX2Pipeline, batch: Batch) -> float:
             denoiser,
             pipe.scheduler,
             batch,
-            TrainerConfig(),
+            cfg or TrainerConfig(),
             torch.Generator().manual_seed(0),
             sigmas=(sigma, sigma),
         )
@@ -186,3 +186,96 @@ def test_reference_positions_equal_the_ic_lora_pipeline(tiny, factor: int) -> No
     reference = torch.zeros(1, latents.shape[-1], lf, target[0] // factor, target[1] // factor)
     assert counts == [reference[0, 0].numel()]
     assert torch.equal(reference_coords(pipe.transformer, reference, target, FPS), coords)
+
+
+# ----------------------------------------------------------------- interior keyframes
+
+
+def interior_batch(pipe: LTX2Pipeline, video: np.ndarray) -> Batch:
+    """The keyframe batch plus what preprocess.keyframes=first_last_interior caches."""
+    from trainer.cache import Options, interior_keyframes
+
+    batch = keyframe_batch(pipe, video)
+    interior = interior_keyframes(pipe.vae, video, Options(ltx_version="2.0"))[None]
+    return replace(batch, keyframes=(*batch.keyframes, interior))
+
+
+def testinterior_keyframes_are_placed_as_the_condition_pipeline_places_them(tiny) -> None:
+    """trainer.keyframe_interior=2: the step draws two interior latent indices; the condition
+    pipeline given the first and last frames plus, at each drawn index k, the pixel frame
+    (k - 1) * temporal + 1 as an image at latent index k, prepares exactly the tokens,
+    positions and clean (timestep 0) tokens the strategy feeds the transformer."""
+    pipe, video = tiny
+    batch = interior_batch(pipe, video)
+    _, _, f, h, w = batch.video.shape
+    picks = interior_picks(f, 2, True, torch.Generator().manual_seed(0))
+    assert len(picks) == 2 and all(0 < k < f - 1 for k in picks)
+    t = pipe.vae.temporal_compression_ratio
+    cond = LTX2ConditionPipeline(**pipe.components)
+    conditions = [
+        LTX2VideoCondition(frames=video[0], index=0),
+        LTX2VideoCondition(frames=video[-1], index=-1),
+        *(LTX2VideoCondition(frames=video[(k - 1) * t + 1], index=k) for k in picks),
+    ]
+    _, mask, clean, coords = cond.prepare_latents(
+        conditions,
+        batch_size=1,
+        num_channels_latents=pipe.transformer.config.in_channels,
+        height=video.shape[1],
+        width=video.shape[2],
+        num_frames=video.shape[0],
+        frame_rate=FPS,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    mask = mask[0, :, 0]
+    seen = {}
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True
+    )
+    try:
+        step_loss(pipe, batch, TrainerConfig(keyframe_interior=2))
+    finally:
+        hook.remove()
+    n = f * h * w
+    assert seen["hidden_states"].shape[1] == mask.shape[0] == n + 3 * h * w
+    assert torch.equal(seen["timestep"][0] == 0, mask == 1)
+    assert torch.equal(seen["video_coords"][:, :, n:], coords)
+    torch.testing.assert_close(
+        seen["hidden_states"][:, mask == 1], clean[:, mask == 1], rtol=0, atol=1e-6
+    )
+
+
+def testinterior_keyframes_stay_out_of_the_loss(tiny) -> None:
+    """Shifting the output on the appended interior images leaves the loss; the video frames
+    under them are generated, so shifting those changes it."""
+    pipe, video = tiny
+    batch = interior_batch(pipe, video)
+    _, _, f, h, w = batch.video.shape
+    cfg = TrainerConfig(keyframe_interior=2)
+    base = step_loss(pipe, batch, cfg)
+    k, _ = interior_picks(f, 2, True, torch.Generator().manual_seed(0))
+
+    def loss_with(positions: slice) -> float:
+        def shift(_m, _a, output):
+            out = output[0].clone()
+            out[:, positions] += 100.0
+            return (out, *output[1:])
+
+        handle = pipe.transformer.register_forward_hook(shift)
+        try:
+            return step_loss(pipe, batch, cfg)
+        finally:
+            handle.remove()
+
+    assert loss_with(slice(f * h * w, None)) == base  # last + two interior images
+    assert loss_with(slice(k * h * w, k * h * w + 1)) > base + 1  # frame k itself: generated
+
+
+def testinterior_keyframes_need_them_in_the_cache(tiny) -> None:
+    from stagekit.errors import UserError
+
+    pipe, video = tiny
+    with pytest.raises(UserError, match=r"preprocess\.keyframes=first_last_interior"):
+        step_loss(pipe, keyframe_batch(pipe, video), TrainerConfig(keyframe_interior=1))
