@@ -202,7 +202,26 @@ def _compose_only(args: argparse.Namespace, ws: Workspace) -> int:
 
     if args.params is not None:
         raise ConfigError("-m composes configs/ for each member: it does not take --params")
+    if args.cfg:
+        return _print_sweep(args, ws)
     sweep(ws, args.verb, args.overrides)
+    return 0
+
+
+def _print_sweep(args: argparse.Namespace, ws: Workspace) -> int:
+    """`-m ... --cfg`: each member's overrides, each composed and validated, and the first
+    member's config; nothing runs."""
+    import yaml
+
+    from ltx_lora.config import load_config
+    from ltx_lora.sweep import members
+
+    planned = members(args.overrides)
+    configs = [load_config(args.verb, m, ws.root) for m in planned]
+    print(f"# a sweep of {len(planned)} members; the first member's config follows")
+    for n, m in enumerate(planned):
+        print(f"# {n}: {' '.join(m)}")
+    print(yaml.safe_dump(configs[0].model_dump(), sort_keys=False), end="")
     return 0
 
 

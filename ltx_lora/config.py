@@ -67,9 +67,46 @@ def compose_tree(stage: str, overrides: list[str], configs: Path) -> dict[str, A
             cfg = compose(config_name=stage, overrides=overrides)
         tree = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_one_line(str(e))) from e
+        raise ConfigError(_explain(e, stage, configs)) from e
     tree.pop("hydra", None)
     return tree
+
+
+def _explain(error: Exception, stage: str, configs: Path) -> str:
+    """Hydra's message in one line that leads somewhere: a missing group option lists the
+    files there are (Hydra's own list comes out empty for a config dir), and a misspelt key
+    names the closest real one instead of suggesting `+key` (which would only add the typo)."""
+    text = str(error)
+    if missing := re.search(r"Could not find '([\w/]+)/([^']+)'", text):
+        group, name = missing.groups()
+        options = sorted(f.stem for f in (configs / group).glob("*.yaml"))
+        return f"{group}={name}: no configs/{group}/{name}.yaml; one of: {', '.join(options)}"
+    if bad := re.search(r"Could not override '([^']+)'", text):
+        key = bad.group(1)
+        return f"unknown config key '{key}'{_closest(key, stage, configs)}: check its spelling " + (
+            f"(`ltx-lora {stage} --cfg` prints every key)"
+        )
+    return _one_line(text)
+
+
+def _closest(key: str, stage: str, configs: Path) -> str:
+    """' (did you mean X?)' for the nearest key of the stage's default tree, else ''."""
+    import difflib
+
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3", job_name=stage):
+        tree = OmegaConf.to_container(compose(config_name=stage), resolve=False)
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in _flat_keys(tree) if k.rpartition(".")[0] == parent]
+    near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.7)
+    return f" (did you mean {'.'.join(filter(None, (parent, near[0])))}?)" if near else ""
+
+
+def _flat_keys(tree: Any, prefix: str = "") -> Any:
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _flat_keys(v, f"{prefix}{k}.")
+    elif prefix:
+        yield prefix[:-1]
 
 
 def validate(tree: dict[str, Any]) -> PipelineConfig:

@@ -10,6 +10,7 @@ in `$LTX_LORA_PARENT_RUN_ID`, and each member becomes a child run (`mlflow.paren
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import time
@@ -96,6 +97,12 @@ def sweep(ws: Workspace, verb: str, overrides: list[str]) -> list[dict[str, Any]
 def first_member(overrides: list[str]) -> list[str]:
     """The overrides of the sweep's first member (each sweep at its first value, no hydra.*):
     composed and validated before anything launches, so a misspelt key fails once, here."""
+    return members(overrides)[0]
+
+
+def members(overrides: list[str]) -> list[list[str]]:
+    """Each member's overrides, in the order Hydra's basic sweeper launches them (the
+    cartesian product of the sweeps, the last key varying fastest); hydra.* left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -103,18 +110,18 @@ def first_member(overrides: list[str]) -> list[str]:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise ConfigError(f"bad sweep override: {str(e).strip().splitlines()[0]}") from e
-    first = []
+    choices = []
     for o in parsed:
         if o.is_hydra_override():
             continue
-        if o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-            if not values:
-                raise ConfigError(f"sweep override '{o.input_line}' has no values")
-            first.append(f"{o.get_key_element()}={values[0]}")
-        else:
-            first.append(o.input_line)
-    return first
+        if not o.is_sweep_override():
+            choices.append([o.input_line])
+            continue
+        values = list(o.sweep_string_iterator())
+        if not values:
+            raise ConfigError(f"sweep override '{o.input_line}' has no values")
+        choices.append([f"{o.get_key_element()}={v}" for v in values])
+    return [list(m) for m in itertools.product(*choices)] or [[]]
 
 
 def check_launcher(overrides: list[str]) -> None:

@@ -56,6 +56,23 @@ def test_unknown_key_names_the_key(tmp_path: Path) -> None:
         load_config("train", ["trainer.max_stepz=5"], tmp_path)
 
 
+def test_unknown_key_names_the_closest_key_not_hydras_plus_advice(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config("train", ["lora.rnak=5"], tmp_path)
+    assert "did you mean lora.rank?" in str(error.value) and "+" not in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_config("train", ["trainer.zzz=5"], tmp_path)
+    assert "did you mean" not in str(error.value)  # nothing close: no guess
+
+
+def test_a_missing_group_option_lists_the_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model=ltx3: no configs/model/ltx3.yaml; one of: ") as e:
+        load_config("train", ["model=ltx3"], tmp_path)
+    listed = str(e.value).split("one of: ")[1].split(", ")
+    assert listed == sorted(p.stem for p in (PACKAGED_CONFIGS / "model").glob("*.yaml"))
+    assert {"demo", "ltx2", "ltx2_3", "ltx2_5", "tiny"} <= set(listed)
+
+
 def test_added_unknown_key_is_refused_by_the_schema(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.foo'"):
         load_config("train", ["+trainer.foo=1"], tmp_path)
