@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from stagekit.errors import UserError
 from trainer import checkpoint
+from trainer.checkpoint_state import rng_state, set_rng_state
 from trainer.config import TrainerConfig
 from trainer.data import Batch, collate, drop_captions
 
@@ -259,7 +260,7 @@ def checkpoint_state(
         "optimizer": optimizer.state_dict(),
         "lr_schedule": lr_schedule.state_dict(),
         "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
+        "rng": rng_state(),
         "ema": ema,
     }
 
@@ -274,5 +275,5 @@ def restore(saved: dict[str, Any], params, optimizer, lr_schedule, generator, em
     optimizer.load_state_dict(saved["optimizer"])
     lr_schedule.load_state_dict(saved["lr_schedule"])
     generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])
+    set_rng_state(saved["rng"])
     return Progress(**saved["progress"])

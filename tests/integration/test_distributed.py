@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.integration import train_job
+from trainer import checkpoint
 
 JOB = Path(train_job.__file__)
 FSDP2_JOB = JOB.with_name("fsdp2_job.py")
@@ -164,10 +165,10 @@ def test_fsdp2_exports_and_checkpoints_the_ddp_layout(runs, fsdp2) -> None:
             load_file(sharded / "adapter" / name).keys() == load_file(ddp / "adapter" / name).keys()
         )
     root = ddp.parent
-    (mine,) = (root / "ck_fsdp2").glob("*/step-000004/state.pt")
-    (theirs,) = (root / "ck2").glob("*/step-000004/state.pt")
-    x, y = (torch.load(p, weights_only=True) for p in (mine, theirs))
-    assert mine.parent.parent.name == theirs.parent.parent.name  # same run fingerprint
+    (mine,) = (root / "ck_fsdp2").glob("*/step-000004")
+    (theirs,) = (root / "ck2").glob("*/step-000004")
+    x, y = (checkpoint.load(p) for p in (mine, theirs))
+    assert mine.parent.name == theirs.parent.name  # same run fingerprint
     assert x["params"].keys() == y["params"].keys()
     for k in x["params"]:
         assert torch.allclose(x["params"][k], y["params"][k], atol=1e-4)

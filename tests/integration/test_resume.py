@@ -24,12 +24,14 @@ JOB = Path(train_job.__file__)
 STEPS = 24
 
 
-def start(cache: Path, out: Path, ckpt: Path, model: Path) -> subprocess.Popen:
+def start(
+    cache: Path, out: Path, ckpt: Path, model: Path, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(JOB.parents[2]), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(JOB), str(cache), str(out), str(ckpt), str(model), str(STEPS)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -59,7 +61,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(
 ) -> None:
     out, ckpt = tmp_path / "train", tmp_path / "ckpt"
     proc = start(cache_dir, out, ckpt, model_path)
-    wait_for(ckpt, "*/step-000008/state.pt", proc)
+    wait_for(ckpt, "*/step-000008/state.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert not out.exists()  # nothing half-written where the adapter goes
@@ -82,16 +84,20 @@ def test_resume_passes_over_a_damaged_latest_checkpoint(
     starts from the checkpoint before and still ends on the uninterrupted run's exact files."""
     out, ckpt = tmp_path / "train", tmp_path / "ckpt"
     proc = start(cache_dir, out, ckpt, model_path)
-    wait_for(ckpt, "*/step-000012/state.pt", proc)
+    wait_for(ckpt, "*/step-000012/state.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     steps = sorted(next(ckpt.iterdir()).glob("step-*"))
     # keep_checkpoints=2 (3 when killed between a save and the removal of the oldest)
     assert len(steps) >= 2  # one to fall back to
-    state = steps[-1] / "state.pt"
-    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
-    resumed = start(cache_dir, out, ckpt, model_path)
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+    tensors = steps[-1] / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 3])
+    resumed = start(cache_dir, out, ckpt, model_path, stdout=subprocess.PIPE)
+    said, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"checkpoint {steps[-1]} is damaged" in said  # which, and why
+    assert "does not match the sha256" in said
+    assert f"resuming from {steps[-2].name}, the newest intact checkpoint" in said
     assert (out / "metrics.jsonl").read_text() == (uninterrupted / "metrics.jsonl").read_text()
     for name in ("adapter.safetensors", "comfyui.safetensors"):
         assert (out / "adapter" / name).read_bytes() == (
@@ -106,7 +112,7 @@ def test_resume_under_changed_settings_is_refused_naming_them(
 
     out, ckpt = tmp_path / "train", tmp_path / "ckpt"
     proc = start(cache_dir, out, ckpt, model_path)
-    wait_for(ckpt, "*/step-000004/state.pt", proc)
+    wait_for(ckpt, "*/step-000004/state.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     cfg = train_job.job_config(STEPS).model_copy(update={"lr": 5e-4})

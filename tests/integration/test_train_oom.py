@@ -69,7 +69,7 @@ def test_oom_names_the_plan_the_peak_and_the_knob_and_a_rerun_resumes(
     run = next((tmp_path / "ckpt").iterdir())
     kept = sorted(p.name for p in run.glob("step-*"))
     assert kept == ["step-000002", "step-000004"]
-    assert (run / "step-000004" / "state.pt").stat().st_size > 0
+    assert (run / "step-000004" / "tensors.safetensors").stat().st_size > 0
     assert not out.exists()
 
     monkeypatch.undo()

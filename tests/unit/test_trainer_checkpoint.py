@@ -1,6 +1,7 @@
 """Checkpoints under damage: resume passes over a damaged newest checkpoint (cut short, or one
-changed byte that torch would still load) to the newest intact one, saying which and why; when
-every checkpoint is damaged it stops in one line naming them."""
+changed byte that safetensors would still load) to the newest intact one, saying which and why;
+when every checkpoint is damaged it stops in one line naming them. An earlier version's pickle
+is refused in one line that says what to do."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from stagekit.errors import UserError
 from trainer import checkpoint
@@ -21,9 +23,10 @@ def saved(run: Path) -> list[Path]:
     ]
 
 
-def test_a_cut_short_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("name", [checkpoint.TENSORS, checkpoint.STATE])
+def test_a_cut_short_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, name) -> None:
     _, newest = saved(tmp_path / "run")
-    state = newest / checkpoint.STATE
+    state = newest / name
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     loaded = checkpoint.load_latest(tmp_path / "run")
     assert loaded["step"] == 4 and torch.equal(loaded["w"], torch.full((64, 64), 4.0))
@@ -32,19 +35,19 @@ def test_a_cut_short_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ca
 
 
 def test_a_changed_byte_is_caught_by_the_digest(tmp_path) -> None:
-    """A byte inside a tensor's data: torch.load would return wrong weights without a word."""
+    """A byte inside a tensor's data: safetensors would return wrong weights without a word."""
     _, newest = saved(tmp_path / "run")
-    state = newest / checkpoint.STATE
-    data = bytearray(state.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    state.write_bytes(bytes(data))
-    assert torch.load(state, weights_only=True)["step"] == 8  # loads, silently wrong
+    tensors = newest / checkpoint.TENSORS
+    data = bytearray(tensors.read_bytes())
+    data[-100] ^= 0x01
+    tensors.write_bytes(bytes(data))
+    assert not torch.equal(load_file(tensors)["w"], torch.full((64, 64), 8.0))  # silently wrong
     assert checkpoint.load_latest(tmp_path / "run")["step"] == 4
 
 
 def test_every_checkpoint_damaged_is_one_line_naming_them(tmp_path) -> None:
     for found in saved(tmp_path / "run"):
-        (found / checkpoint.STATE).write_bytes(b"\0" * 10)
+        (found / checkpoint.TENSORS).write_bytes(b"\0" * 10)
     with pytest.raises(UserError) as err:
         checkpoint.load_latest(tmp_path / "run")
     message = str(err.value)
@@ -55,3 +58,15 @@ def test_every_checkpoint_damaged_is_one_line_naming_them(tmp_path) -> None:
 def test_no_checkpoint_yet_is_none(tmp_path) -> None:
     (tmp_path / "run").mkdir()
     assert checkpoint.load_latest(tmp_path / "run") is None
+
+
+def test_an_earlier_versions_pickle_is_refused_in_one_line(tmp_path) -> None:
+    run = tmp_path / "run"
+    old = run / "step-000004"
+    old.mkdir(parents=True)
+    torch.save({"step": 4}, old / "state.pt")  # what versions before the safetensors format wrote
+    with pytest.raises(UserError) as err:
+        checkpoint.load_latest(run)
+    message = str(err.value)
+    assert "\n" not in message and str(old) in message and "pickle" in message
+    assert "trainer.resume=false" in message and f"delete {run}" in message

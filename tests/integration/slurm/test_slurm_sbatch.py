@@ -98,7 +98,7 @@ def assert_same_training(ws: Workspace, reference: Workspace) -> None:
 
 def saved_steps(checkpoints: Path) -> list[int]:
     """Steps of the complete checkpoints on disk (a write in flight is a hidden temp folder)."""
-    return [int(p.parent.name.split("-")[1]) for p in checkpoints.glob("*/step-*/state.pt")]
+    return [int(p.parent.name.split("-")[1]) for p in checkpoints.glob("*/step-*/state.json")]
 
 
 def wait_for_checkpoint(slurm: SlurmCluster, ws: Workspace, job: str, step: int) -> None:
