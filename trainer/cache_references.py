@@ -51,7 +51,7 @@ def read_references(row: dict[str, Any], curated_dir: Path, reader: str) -> list
 def _read_one(path: Path, frames: int, size: tuple[int, int], reader: str) -> np.ndarray:
     if path.suffix.lower() == ".png":  # a still, written by curation at the bucket size
         with Image.open(path) as img:
-            still = np.asarray(img.convert("RGB"))
+            still = np.array(img.convert("RGB"))  # writable: torch warns on read-only
         if still.shape[:2] != (size[1], size[0]):
             raise UserError(
                 f"{path}: {still.shape[1]}x{still.shape[0]}, not {size[0]}x{size[1]}; "
