@@ -199,7 +199,10 @@ def start_trackers(
     seed: int,
 ) -> None:
     """One tracked run per training process group, named like train.json's run_name, with the
-    parameters and, under a sweep, the parent run's id."""
+    parameters and, under a sweep, the parent run's id. No trackers: nothing to start, and
+    Accelerate's `log` is then a no-op, so the loop never asks whether anything is tracked."""
+    if not accelerator.log_with:
+        return
     run_name = f"{lineage['dataset']}-{fingerprint[:8]}"
     tags = {"ltx_lora.fingerprint": fingerprint, "ltx_lora.dataset": lineage["dataset"]}
     if parent := os.environ.get(PARENT_RUN_ENV):

@@ -94,8 +94,7 @@ def train(
     )  # fmt: skip
     placed, session = _session(job, index, accelerator, run, empty_text)
     session.resume()
-    if tracker_names(cfg):
-        start_trackers(accelerator, lineage, fingerprint, lora_cfg, cfg, seed)
+    start_trackers(accelerator, lineage, fingerprint, lora_cfg, cfg, seed)
     planned = (cache_dir, index, model_path, model_cfg, lora_cfg, cfg, plan_cache)
     # a run that raises ends FAILED in the trackers; an out-of-memory names the knob to turn
     with mark_failed(accelerator), stop_on_oom(session.progress, run, placed.transformer, planned):
