@@ -77,9 +77,13 @@ def fetch_version(client: MlflowClient, name: str, ref: str) -> Any:
             raise
         if not _model_exists(client, name):
             raise UserError(f"no registered model {name!r}: {known_models(client)}") from e
+        how = (
+            f"give a version that alias with `ltx-lora registry promote {name} VERSION`"
+            if ref == "champion"
+            else "register one with `ltx-lora register`"
+        )
         raise UserError(
-            f"{name} has no version or alias {ref!r}: {known_versions(client, name)}; "
-            "register one with `ltx-lora register`"
+            f"{name} has no version or alias {ref!r}: {known_versions(client, name)}; {how}"
         ) from e
 
 

@@ -277,9 +277,10 @@ def test_describe_and_format(client, tmp_path):
     for words in (f"registered {NAME} version 1", "candidate", "pass", "clip_t=0.3125", "dino"):
         assert words in text
     assert len(text.splitlines()) <= 6
-    with pytest.raises(UserError, match=r"no version or alias 'champion'.*versions 1"):
+    # no champion yet: the way to one is promotion, not another registration
+    with pytest.raises(UserError, match=r"no version or alias 'champion'.*versions 1.*promote"):
         describe_version(client, NAME, "champion")
-    with pytest.raises(UserError, match="no version or alias '7'"):
+    with pytest.raises(UserError, match=r"no version or alias '7'.*`ltx-lora register`"):
         describe_version(client, NAME, "7")
 
 
