@@ -61,6 +61,7 @@ def pipeline_layout(pipe: LTX2Pipeline, video: np.ndarray, refs: list[np.ndarray
         generator=torch.Generator().manual_seed(0),
     )
     assert cross is None  # strength 1: no attention mask, every token attends to every other
+    assert n_ref == sum(counts)  # the references are the sequence's last tokens
     return mask[0, :, 0], clean, coords, counts
 
 
