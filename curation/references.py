@@ -131,16 +131,16 @@ def conform(
         return Conformed(source, info.sha256, frame[None], still=True)
     frames, problem = _first_frames(info, bucket, box, row["fps"], row["frames"])
     if problem:
-        return Broken(source, info.sha256, "undecodable", problem)
+        return Broken(source, info.sha256, *problem)
     count = rules.floor_frames(len(frames))
     return Conformed(source, info.sha256, np.stack(frames[:count]), still=False)
 
 
 def _first_frames(
     info: ProbeResult, bucket: tuple[int, int], box: tuple, fps: float, limit: int
-) -> tuple[list[np.ndarray], str]:
+) -> tuple[list[np.ndarray], tuple[str, str] | None]:
     """Up to `limit` frames at `fps` from the start (each slot shows the last stored frame at
-    or before its time), fitted to the bucket; and a problem ("" when none)."""
+    or before its time), fitted to the bucket; and a problem (reason, detail) or None."""
     convert, log, out = rgb_converter(info, bucket, box), DecodeLog(), []
     current = None
     try:
@@ -148,7 +148,7 @@ def _first_frames(
             stream = container.streams.video[0]
             for frame in video_frames(container, stream, log):
                 if frame is None:
-                    return out, f"damaged frames near slot {len(out)}: {log.first_error}"
+                    return out, ("damaged_video", f"near frame {len(out)}: {log.first_error}")
                 t = float(frame.time or 0.0)
                 while len(out) < limit and t > len(out) / fps + _EPS and current is not None:
                     out.append(current)
@@ -156,10 +156,10 @@ def _first_frames(
                 if len(out) >= limit:
                     break
     except (av.FFmpegError, OSError, ValueError) as e:
-        return out, one_line(e)
+        return out, ("undecodable", one_line(e))
     while current is not None and len(out) < limit and len(out) / fps < info.duration_s - _EPS:
         out.append(current)  # the last frame holds until the reference ends
-    return out, "" if out else "no frame could be decoded"
+    return out, None if out else ("undecodable", "no frame could be decoded")
 
 
 def _quarantine(own: list[dict], broken: list[Broken], dropped: list[dict], out: Path) -> None:
