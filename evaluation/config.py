@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from evaluation.modes import MODES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -25,8 +27,10 @@ class FeaturesConfig(_Strict):
     image: str = "efficientnet-lite0"  # or clip, dinov2 (needs paths.<name>)
     text_image: str | None = None  # clip: enables prompt adherence
     video: str | None = None  # videomae: enables FVD/KID
-    paths: dict[str, str] = Field(default_factory=dict)  # backend name → local folder
+    # backend name → local folder (face_detector, face_embedder: local ONNX files)
+    paths: dict[str, str] = Field(default_factory=dict)
     frames_per_clip: int = Field(5, ge=2)  # evenly spaced frames scored per clip
+    face_min_score: float = Field(0.9, gt=0.0, lt=1.0)  # the face detector's confidence floor
 
 
 class StatsConfig(_Strict):
@@ -55,6 +59,10 @@ class GateConfig(_Strict):
     # when the reference clips move: the adapter's share of moving renders may fall at most this
     # far below min(base, references) (None: report only)
     max_dynamic_degree_drop: float | None = Field(0.25, ge=0.0, le=1.0)
+    # modes with audio (audio_video, text_to_audio): the audio lift (base MCD - adapter MCD
+    # against the reference clips' audio, dB) must have its CI lower bound above this (None:
+    # report only). Never applied to a mode without audio.
+    min_audio_mcd_lift_ci_low: float | None = 0.0
 
 
 class EvaluationConfig(_Strict):
@@ -80,6 +88,13 @@ class EvaluationConfig(_Strict):
     # evaluate an adapter on a base other than the one it was trained on (another LTX version):
     # the verdict then records that version as tested (registry: `tested.<version>`)
     allow_cross_version: bool = False
+    # what the adapter was trained to do: auto reads it from the adapter (its header, else the
+    # train.json beside it); a mode name overrides (evaluation/modes.py)
+    mode: Literal["auto", *MODES] = "auto"  # type: ignore[valid-type]
+    # IC-LoRA references (reference_video): `auto` uses a reference clip's paired control
+    # (`<clip>_ref.mp4` beside it) where there is one, else its Sobel edges (what
+    # preprocess.reference=edges trains on); `edges` / `paired` force one
+    reference_control: Literal["auto", "edges", "paired"] = "auto"
 
     def render_settings(self) -> dict[str, float | int]:
         return {

@@ -13,10 +13,14 @@ import numpy as np
 
 from evaluation import motion
 from evaluation.adapters import check_base_model, made_for
+from evaluation.audio import AudioFeatures, add_audio_scores
+from evaluation.conditioning import Conditioning, plan_conditioning, write_media
 from evaluation.config import EvaluationConfig
 from evaluation.denoising import SIGMAS, cached_errors
+from evaluation.faces import add_face_scores
 from evaluation.features import FeatureStore
 from evaluation.gate import judge
+from evaluation.modes import Mode, adapter_mode
 from evaluation.renders import RenderJob, ensure_renders, render_key
 from evaluation.report import render_report
 from evaluation.score import Sample, Scored, add_summary, score, summarise
@@ -28,7 +32,7 @@ from stagekit.files import atomic_dir, write_json, write_text
 from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-EVAL_VERSION = 5  # bump when scores change meaning, so old records are not reused
+EVAL_VERSION = 6  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -50,10 +54,16 @@ def evaluate(
     `curated_dir`: its validation clips join the references, its train clips feed copy
     detection. `suite_file`: the dataset's evaluation.yaml. `cache_dir`: renders + features
     (default: beside `out_dir`). `champion`: the registry's current champion adapter, rendered
-    on the same prompts and seeds as a third side (`fidelity_lift_vs_champion`)."""
+    on the same prompts and seeds as a third side (`fidelity_lift_vs_champion`). The adapter's
+    training mode (evaluation/modes.py) decides what every side is conditioned on."""
     cache_dir = cache_dir or out_dir.with_name(out_dir.name + "-cache")
+    mode = adapter_mode(adapter, cfg.mode)
     suite = load_suite(cfg, card, suite_file)
     references = reference_clips(reference_dir, curated_dir)
+    size = (cfg.width, cfg.height, cfg.frames)
+    plan = plan_conditioning(
+        mode, [p.text for p in suite.prompts], references, size, cfg.reference_control
+    )
     training = curated_clips(curated_dir, "train")
     mhash = model_hash(model_path)
     ref_hashes = {p: sha256_file(p) for p in references}
@@ -76,6 +86,7 @@ def evaluate(
             "config": cfg.model_dump(),
             "suite": [(p.text, p.group) for p in suite.prompts] + [suite.seeds],
             "card": card,
+            "mode": [mode.name, mode.reference_downscale_factor],
         }
     )
     if (record := load_record(out_dir, fingerprint)) is not None:
@@ -87,18 +98,29 @@ def evaluate(
 
         return load_pipeline(model_path, model_cfg.dtype, inference=True)  # as deployed
 
-    samples = _render(suite, sides, mhash, pipe, cfg, cache_dir)
+    samples = _render(suite, sides, mhash, pipe, cfg, cache_dir, plan)
     store = FeatureStore(cfg.features, cache_dir)
     if store.backend("image") is None:
         raise UserError(f"evaluation.features.image: {store.unavailable['image']}")
     scored = score(samples, references, training, store, cfg)
-    _denoising(scored, pipe, sides, ref_hashes, suite, cfg, (cache_dir, mhash))
-    verdict = judge(scored.scores, cfg.gate, scored.stats)
+    _audio(
+        scored,
+        mode,
+        samples,
+        references,
+        AudioFeatures(cache_dir, mhash, lambda: pipe().audio_vae),
+        cfg,
+    )
+    add_face_scores(scored, samples, references, store, cfg)
+    _denoising(scored, pipe, sides, ref_hashes, suite, cfg, (cache_dir, mhash), mode)
+    verdict = judge(scored.scores, cfg.gate, scored.stats, mode.name)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
         metrics["adapter_strength"] = cfg.adapter_strength
         metrics["cross_version"] = bool(cross)  # an adapter trained on another base
+        metrics["mode"] = _mode_record(mode, plan)
         metrics["files"] = _copy_media(tmp, samples, references)
+        metrics["files"]["conditions"] = _condition_media(tmp, samples, plan)
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.html", render_report(metrics))
         summary = {
@@ -118,17 +140,19 @@ def _render(
     load_pipe: Callable[[], Any],
     cfg: EvaluationConfig,
     cache_dir: Path,
+    plan: dict[str, Conditioning],
 ) -> list[Sample]:
-    """Every side of every prompt × seed, from the render cache where possible."""
+    """Every side of every prompt × seed, from the render cache where possible; in a
+    conditioned mode every side of a prompt gets the same conditioning (`plan`)."""
     settings = cfg.render_settings()
     samples, jobs = [], []
     for prompt in suite.prompts:
+        cond = plan.get(prompt.text)
         for seed in suite.seeds:
             renders = {}
             for side, (path, sha) in sides.items():
-                job = RenderJob(
-                    prompt.text, seed, path, render_key(mhash, sha, prompt.text, seed, settings)
-                )
+                key = render_key(mhash, sha, prompt.text, seed, settings, cond)
+                job = RenderJob(prompt.text, seed, path, key, cond)
                 jobs.append(job)
                 renders[side] = job
             samples.append((prompt, seed, renders))
@@ -148,11 +172,20 @@ def _denoising(
     suite: Suite,
     cfg: EvaluationConfig,
     cache: tuple[Path, str],
+    mode: Mode,
 ) -> None:
     """Held-out denoising error of base and adapter on the reference clips (paired), with an
     interval over clips, then prompts x sigmas within a clip. `cache`: (folder, model hash)."""
     if not cfg.denoising:
         out.unavailable["denoising"] = "evaluation.denoising is false"
+        return
+    if mode.conditioned:
+        # the check denoises every latent frame from text alone; an adapter trained with clean
+        # conditioning frames or a reference was never asked to, so its error would rise for
+        # a correct trainer too
+        out.unavailable["denoising"] = (
+            f"held-out denoising is measured unconditioned, not yet in mode {mode.name}"
+        )
         return
     pair = {side: sides[side] for side in ("base", "adapter")}
     prompts = [p.text for p in suite.group("in_distribution")]
@@ -171,6 +204,45 @@ def _denoising(
         out.scores[f"denoise_error_{side}"] = float(np.mean(list(errors[side].values())))
         out.labels[f"denoise_error_{side}"] = label
     add_summary(out, "denoise_error_change", summary, label)
+
+
+def _audio(
+    out: Scored,
+    mode: Mode,
+    samples: list[Sample],
+    references: list[Path],
+    feats: AudioFeatures,
+    cfg: EvaluationConfig,
+) -> None:
+    """Audio scores for modes trained on audio; said unavailable for the others."""
+    if not mode.has_audio:
+        out.unavailable["audio"] = f"mode {mode.name} is not trained on audio"
+        return
+    add_audio_scores(out, samples, references, feats, cfg)
+
+
+def _mode_record(mode: Mode, plan: dict[str, Conditioning]) -> dict[str, Any]:
+    """metrics.json `mode`: what the adapter was evaluated as, where that was read, and which
+    held-out clip conditioned each prompt."""
+    return {
+        "name": mode.name,
+        "source": mode.source,
+        "reference_downscale_factor": mode.reference_downscale_factor,
+        "conditioning": {p: {"clip": c.source.name, "kind": c.kind} for p, c in plan.items()},
+    }
+
+
+def _condition_media(
+    out: Path, samples: list[Sample], plan: dict[str, Conditioning]
+) -> list[list[str]]:
+    """Per sample row, the conditioning files the report shows beside its renders ([] in a
+    text-only mode); written once per prompt."""
+    written: dict[str, list[str]] = {}
+    for i, prompt in enumerate(dict.fromkeys(s.prompt for s in samples)):
+        if prompt in plan:
+            files = write_media(out / "samples", f"condition-{i:02d}", plan[prompt])
+            written[prompt] = [f"samples/{f}" for f in files]
+    return [written.get(s.prompt, []) for s in samples]
 
 
 def _metrics(

@@ -19,6 +19,7 @@ from evaluation.backends import (
     open_backend,
 )
 from evaluation.config import FeaturesConfig
+from evaluation.faces import Faces, open_faces
 from stagekit.files import atomic_path, read_json, write_json
 from stagekit.hashing import sha256_file, sha256_json
 
@@ -53,8 +54,35 @@ class FeatureStore:
         return self._open.get(kind)
 
     def label(self, kind: str) -> str | None:
-        b = self.backend(kind)
+        b = self.faces_backend() if kind == "faces" else self.backend(kind)
         return label(b) if b is not None else None
+
+    def faces_backend(self) -> Any | None:
+        """The face detector + embedder when both are configured (reason in `unavailable`)."""
+        if "faces" not in self._open and "faces" not in self.unavailable:
+            try:
+                self._open["faces"] = open_faces(self.cfg.paths, self.cfg.face_min_score)
+            except BackendUnavailable as e:
+                self.unavailable["faces"] = str(e)
+            if self._open.get("faces") is None and "faces" not in self.unavailable:
+                self.unavailable["faces"] = (
+                    "no face models configured (evaluation.features.paths.face_detector and "
+                    "face_embedder)"
+                )
+        return self._open.get("faces")
+
+    def faces(self, clip: Path, content_key: str | None = None) -> Faces:
+        """Face embeddings of the scored frames, and how many frames had no face (cached)."""
+        backend = self.faces_backend()
+        key = self._key(clip, content_key, label(backend), self.cfg.frames_per_clip)
+        path = self.cache_dir / "features" / f"{key[:32]}.faces.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                return Faces(z["feats"], int(z["missing"]))
+        feats, missing = backend.embed_frames(self._picked(clip))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, feats=feats, missing=np.int64(missing))
+        return Faces(feats, missing)
 
     def frames(self, clip: Path) -> np.ndarray:
         """Decoded RGB frames [F, H, W, 3] (held for the run: clips here are few and small)."""

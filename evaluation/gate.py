@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluation.config import GateConfig
+from evaluation.modes import WITH_AUDIO
 
 Stats = dict[str, dict[str, Any]]  # metric → PairedSummary.as_dict()
 
@@ -34,11 +35,19 @@ class Verdict:
     evidence: dict[str, dict[str, Any]]  # rule name → its evidence (applied rules only)
 
 
-def judge(scores: dict[str, float], gate: GateConfig, stats: Stats | None = None) -> Verdict:
-    """Apply every rule whose inputs exist; a guardrail without its score is noted, not failed."""
+def judge(
+    scores: dict[str, float],
+    gate: GateConfig,
+    stats: Stats | None = None,
+    mode: str = "text_to_video",
+) -> Verdict:
+    """Apply every rule whose inputs exist; a guardrail without its score is noted, not failed.
+    `mode` (evaluation/modes.py): an audio mode adds the audio rule, and text_to_audio is judged
+    on its audio instead of the video lift (its adapter never touches the video)."""
     stats = stats or {}
     rules = [
-        _lift_rule(scores, stats, gate),
+        _lift_rule(scores, stats, gate) if mode != "text_to_audio" else None,
+        _audio_rule(scores, stats, gate, mode),
         _temporal_rule(scores, gate),
         _prior_rule(scores, stats, gate),
         _copy_rule(scores, gate),
@@ -96,6 +105,23 @@ def _lift_rule(scores: dict[str, float], stats: Stats, gate: GateConfig) -> Rule
     held = refusal is None and bool(_gt(low, bound))
     text = f"fidelity lift CI lower bound > {bound:g}"
     return Rule("fidelity_lift", text, held, reason, interval_evidence(summary))
+
+
+def _audio_rule(scores: dict[str, float], stats: Stats, gate: GateConfig, mode: str) -> Rule | None:
+    """Modes trained on audio: the adapter's sound must be shown closer to the reference clips'
+    than the base's (MCD lift); an audio mode without its score fails (it was asked for)."""
+    bound = gate.min_audio_mcd_lift_ci_low
+    if bound is None or mode not in WITH_AUDIO:
+        return None
+    low, summary = scores.get("audio_mcd_lift_ci_low"), stats.get("audio_mcd_lift")
+    refusal = _too_few(summary)
+    reason = refusal or (
+        f"audio lift not shown: the MCD lift's CI lower bound "
+        f"{float('nan') if low is None else low:.4f} dB is not above {bound:g} (mode {mode})"
+    )
+    held = refusal is None and bool(_gt(low, bound))
+    text = f"audio MCD lift CI lower bound > {bound:g} dB"
+    return Rule("audio_lift", text, held, reason, interval_evidence(summary))
 
 
 def _champion_rule(scores: dict[str, float], stats: Stats, gate: GateConfig) -> Rule | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from evaluation.conditioning import Conditioning
 from stagekit.hashing import sha256_json
 
 RENDER_VERSION = 1  # bump when the way a clip is rendered changes
@@ -16,28 +17,37 @@ RENDER_VERSION = 1  # bump when the way a clip is rendered changes
 
 @dataclass(frozen=True)
 class RenderJob:
-    """One clip to render: base model (adapter None) or base + adapter, one prompt, one seed."""
+    """One clip to render: base model (adapter None) or base + adapter, one prompt, one seed,
+    and in a conditioned mode what it is conditioned on (the same for every side)."""
 
     prompt: str
     seed: int
     adapter: Path | None
     key: str
+    condition: Conditioning | None = None
 
 
 def render_key(
-    model_hash: str, adapter_sha: str | None, prompt: str, seed: int, settings: dict[str, Any]
+    model_hash: str,
+    adapter_sha: str | None,
+    prompt: str,
+    seed: int,
+    settings: dict[str, Any],
+    condition: Conditioning | None = None,
 ) -> str:
-    """The cache key: model weights, adapter bytes, prompt, seed and every render setting."""
-    return sha256_json(
-        {
-            "v": RENDER_VERSION,
-            "model": model_hash,
-            "adapter": adapter_sha,
-            "prompt": prompt,
-            "seed": seed,
-            "render": settings,
-        }
-    )
+    """The cache key: model weights, adapter bytes, prompt, seed, every render setting and the
+    conditioning's pixels (text-to-video keys are those made before conditioning existed)."""
+    key = {
+        "v": RENDER_VERSION,
+        "model": model_hash,
+        "adapter": adapter_sha,
+        "prompt": prompt,
+        "seed": seed,
+        "render": settings,
+    }
+    if condition is not None:
+        key["condition"] = condition.key()
+    return sha256_json(key)
 
 
 def cached_path(cache_dir: Path, key: str) -> Path:
@@ -57,14 +67,16 @@ def ensure_renders(
     if missing:
         pipe = load_pipe()
         # one generate() call per (adapter, prompt): the adapter is loaded once for its seeds
+        # (a prompt's conditioning is the same for all of them)
         groups: dict[tuple[Path | None, str], list[RenderJob]] = {}
         for job in missing:
             groups.setdefault((job.adapter, job.prompt), []).append(job)
         with tqdm(total=len(missing), desc="evaluate: rendering", unit="clip") as bar:
             for (adapter, prompt), group in groups.items():
-                clips = generate(
-                    pipe, [prompt], [j.seed for j in group], adapter=adapter, **settings
-                )
+                cond = group[0].condition
+                extra = cond.generate_kwargs() if cond is not None else {}
+                seeds = [j.seed for j in group]
+                clips = generate(pipe, [prompt], seeds, adapter=adapter, **settings, **extra)
                 for job, clip in zip(group, clips, strict=True):
                     write_clip(cached_path(cache_dir, job.key), clip)
                 bar.update(len(group))

@@ -11,7 +11,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;max-width:78rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}
 td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
 .pass{color:#17803d}.fail{color:#b42318}.muted{color:#666}
-video{width:192px;height:auto;image-rendering:pixelated;background:#000}
+video,img.condition{width:192px;height:auto;image-rendering:pixelated;background:#000}
 figure{display:inline-block;margin:0 .6rem .6rem 0}figcaption{font-size:.8rem;color:#555}
 """
 
@@ -44,6 +44,8 @@ def render_report(metrics: dict[str, Any]) -> str:
 <ul id="reasons">{reasons}</ul>
 <p class="muted">Rule: {e(metrics["rule"])}</p>
 <h2>Rules and their evidence</h2>{_rules(metrics)}
+<p id="mode">Mode: <strong>{e(_mode(metrics)["name"])}</strong>
+<span class="muted">({e(_mode(metrics)["source"])})</span></p>
 <p class="muted">Base model {e(metrics["base_model"])}; {metrics["n_references"]} reference
 clips; {metrics["n_samples"]} prompt × seed pairs; prompts from {e(metrics["suite_source"])}.
 Backends: {e(", ".join(f"{k} = {v}" for k, v in metrics["backends"].items()))}.</p>
@@ -52,15 +54,30 @@ Backends: {e(", ".join(f"{k} = {v}" for k, v in metrics["backends"].items()))}.<
 <h2>Fidelity lift per prompt (adapter − base)</h2>{_plot(metrics)}
 <h2>Scores</h2>{_score_table(metrics)}
 {_unavailable(metrics)}
-<h2>Samples (base | adapter | [champion |] reference)</h2>{_samples(metrics)}
+<h2>Samples ({e(_columns(metrics))})</h2>{_samples(metrics)}
 <script>{_SCRIPT}</script>
 </body></html>
 """
 
 
+def _mode(metrics: dict[str, Any]) -> dict[str, Any]:
+    return metrics.get("mode") or {"name": "text_to_video", "source": "default"}
+
+
+def _columns(metrics: dict[str, Any]) -> str:
+    conditioned = any(_conditions(metrics))
+    return ("conditioning | " if conditioned else "") + "base | adapter | [champion |] reference"
+
+
+def _conditions(metrics: dict[str, Any]) -> list[list[str]]:
+    """Per sample row, its conditioning files (none in a text-only mode or an older record)."""
+    return metrics["files"].get("conditions") or [[] for _ in metrics["per_sample"]]
+
+
 def _count_videos(metrics: dict[str, Any]) -> int:
     per_row = len(metrics["files"]["samples"][0]) if metrics["files"]["samples"] else 0
-    return len(metrics["per_sample"]) * (per_row + bool(metrics["files"]["references"]))
+    rows = len(metrics["per_sample"]) * (per_row + bool(metrics["files"]["references"]))
+    return rows + sum(f.endswith(".mp4") for c in _conditions(metrics) for f in c)
 
 
 def _interval(metrics: dict[str, Any], name: str) -> str:
@@ -191,18 +208,34 @@ def _video(rel: str, caption: str) -> str:
     )
 
 
+def _condition(rel: str, caption: str) -> str:
+    """A conditioning image (PNG) or reference video (mp4), captioned with its source clip."""
+    if rel.endswith(".mp4"):
+        return _video(rel, caption)
+    src = html.escape(rel, quote=True)
+    return (
+        f'<figure><img class="condition" src="{src}" alt="conditioning">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
 def _samples(metrics: dict[str, Any]) -> str:
     refs = metrics["files"]["references"]
     out, current = [], None
-    for i, (row, files) in enumerate(
-        zip(metrics["per_sample"], metrics["files"]["samples"], strict=True)
-    ):
+    rows = zip(
+        metrics["per_sample"], metrics["files"]["samples"], _conditions(metrics), strict=True
+    )
+    kinds = _mode(metrics).get("conditioning", {})
+    for i, (row, files, conditions) in enumerate(rows):
         if row["prompt"] != current:
             current = row["prompt"]
             out.append(
                 f"<h3>{html.escape(current)} <span class='muted'>({row['group']})</span></h3>"
             )
-        cells = [
+        what = kinds.get(row["prompt"], {})
+        caption = f"conditioning: {what.get('kind', '')} of {what.get('clip', '?')}"
+        cells = [_condition(rel, caption) for rel in conditions]
+        cells += [
             _video(files[side], f"{side}, seed {row['seed']}, fidelity {row[side]['fidelity']:.4f}")
             for side in files  # base, adapter (, champion)
         ]

@@ -80,8 +80,15 @@ def _fill(template: str, card: dict[str, Any], path: Path | None) -> str:
 
 
 def reference_clips(reference_dir: Path, curated_dir: Path | None) -> list[Path]:
-    """The dataset's reference clips plus the curated held-out (validation) clips."""
-    clips = sorted(p for p in reference_dir.glob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    """The dataset's reference clips plus the curated held-out (validation) clips; an IC-LoRA
+    control beside a clip (`<clip>_ref.mp4`) conditions renders, it is not a clip of the subject."""
+    from evaluation.conditioning import is_control
+
+    clips = sorted(
+        p
+        for p in reference_dir.glob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES and not is_control(p)
+    )
     clips += curated_clips(curated_dir, "validation")
     if not clips:
         raise UserError(

@@ -1,0 +1,157 @@
+"""What a conditioned mode's renders are conditioned on, taken from held-out reference clips.
+
+Base and adapter get the same conditioning for a prompt, so their paired difference is the
+adapter's alone. Prompt i takes reference clip i mod n (clips long enough for the render), fitted
+to the render size as the denoising check fits them (`fit_clip`: centre crop, resize, the first
+`frames` frames):
+- image_to_video: its first frame, at latent index 0 (LTX2ConditionPipeline);
+- keyframes: its first and last frames, at latent indices 0 and -1;
+- reference_video: a control video for the IC-LoRA (LTX2InContextPipeline) at the adapter's
+  `reference_downscale_factor`: the clip's paired control (`<clip>_ref.mp4` beside it) or its
+  Sobel edges, the control `preprocess.reference=edges` trains on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.denoising import fit_clip
+from evaluation.modes import Mode
+from stagekit.errors import UserError
+
+PAIRED_CONTROL = re.compile(r"_ref\d*$")  # `clip_ref.mp4`, `clip_ref2.mp4`: controls, not clips
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """One prompt's conditioning: images at latent indices, or an IC-LoRA reference video."""
+
+    source: Path  # the held-out clip it was taken from
+    images: tuple[tuple[np.ndarray, int], ...] = ()  # (uint8 [H, W, 3], latent index)
+    reference: np.ndarray | None = None  # uint8 [F, H, W, 3]
+    factor: int = 1  # the reference's downscale factor
+    kind: str = field(default="")  # what it is, in words (the report's caption)
+
+    def key(self) -> str:
+        """Hash of every pixel and index: part of each render's cache key."""
+        from hashlib import sha256
+
+        h = sha256(f"{self.kind}|{self.factor}".encode())
+        for image, index in self.images:
+            h.update(f"{index}|{image.shape}".encode() + image.tobytes())
+        if self.reference is not None:
+            h.update(f"{self.reference.shape}".encode() + self.reference.tobytes())
+        return h.hexdigest()
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The `ltx.sampling.generate` arguments that apply it."""
+        if self.reference is not None:
+            return {"reference": (self.reference, self.factor)}
+        return {"conditions": list(self.images)}
+
+
+def is_control(path: Path) -> bool:
+    """A paired IC-LoRA control (`<clip>_ref*.mp4`), which is not a clip of the subject."""
+    return bool(PAIRED_CONTROL.search(path.stem))
+
+
+def plan_conditioning(
+    mode: Mode,
+    prompts: list[str],
+    references: list[Path],
+    size: tuple[int, int, int],
+    control: str = "auto",
+) -> dict[str, Conditioning]:
+    """prompt → its Conditioning ({} for modes rendered from text alone). `size`: (width,
+    height, frames) of the renders; `control`: evaluation.reference_control."""
+    if not mode.conditioned:
+        return {}
+    from ltx.sampling import read_clip
+
+    fitted = [(p, fit_clip(read_clip(p).video, *size)) for p in references]
+    usable = [(p, f) for p, f in fitted if f is not None]
+    if not usable:
+        raise UserError(
+            f"evaluation in mode {mode.name} conditions on held-out reference clips, and none "
+            f"has {size[2]} frames: add longer clips to the reference folder or lower "
+            "evaluation.frames"
+        )
+    plan = {}
+    for i, prompt in enumerate(prompts):
+        path, frames = usable[i % len(usable)]
+        plan[prompt] = _conditioning(mode, path, frames, size, control)
+    return plan
+
+
+def _conditioning(
+    mode: Mode, path: Path, frames: np.ndarray, size: tuple[int, int, int], control: str
+) -> Conditioning:
+    if mode.name == "image_to_video":
+        return Conditioning(path, ((frames[0], 0),), kind="first frame")
+    if mode.name == "keyframes":
+        return Conditioning(path, ((frames[0], 0), (frames[-1], -1)), kind="first and last frames")
+    video, kind = _control(path, frames, size, control)
+    return Conditioning(path, reference=video, factor=mode.reference_downscale_factor, kind=kind)
+
+
+def _control(
+    path: Path, frames: np.ndarray, size: tuple[int, int, int], control: str
+) -> tuple[np.ndarray, str]:
+    """The IC-LoRA control for one clip, at the render size (the pipeline downscales it)."""
+    from ltx.sampling import read_clip
+
+    paired = sorted(p for p in path.parent.glob(f"{path.stem}_ref*{path.suffix}") if is_control(p))
+    if control == "paired" and not paired:
+        raise UserError(
+            f"evaluation.reference_control=paired: no {path.stem}_ref{path.suffix} beside {path}"
+        )
+    if paired and control != "edges":
+        fitted = fit_clip(read_clip(paired[0]).video, *size)
+        if fitted is None:
+            raise UserError(f"{paired[0]} is shorter than evaluation.frames={size[2]}")
+        return fitted, f"paired control {paired[0].name}"
+    return edge_frames(frames), "Sobel edges"
+
+
+def edge_frames(frames: np.ndarray) -> np.ndarray:
+    """The Sobel gradient magnitude of each frame's luma, scaled to 0..255 per clip, as grey RGB
+    uint8 [F, H, W, 3]: the same control `trainer/controls.py` derives for
+    preprocess.reference=edges (restated: evaluation never imports the trainer), so an edges
+    IC-LoRA meets at evaluation the control it was trained on."""
+    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    gx = (
+        padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]
+        - padded[:, :-2, :-2] - 2 * padded[:, 1:-1, :-2] - padded[:, 2:, :-2]
+    )  # fmt: skip
+    gy = (
+        padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]
+        - padded[:, :-2, :-2] - 2 * padded[:, :-2, 1:-1] - padded[:, :-2, 2:]
+    )  # fmt: skip
+    magnitude = np.hypot(gx, gy)
+    scaled = magnitude * (255.0 / max(float(magnitude.max()), 1e-6))
+    return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def write_media(out: Path, name: str, cond: Conditioning) -> list[str]:
+    """The conditioning as files under `out` (PNG images, an mp4 reference video); the relative
+    paths the report shows beside the renders."""
+    import cv2
+
+    from ltx.sampling import Clip, write_clip
+
+    out.mkdir(parents=True, exist_ok=True)
+    if cond.reference is not None:
+        write_clip(out / f"{name}.mp4", Clip(cond.reference, 24.0))
+        return [f"{name}.mp4"]
+    files = []
+    for image, index in cond.images:
+        file = f"{name}-{'first' if index == 0 else 'last' if index == -1 else index}.png"
+        cv2.imwrite(str(out / file), np.ascontiguousarray(image[..., ::-1]))  # OpenCV: BGR
+        files.append(file)
+    return files

@@ -1,0 +1,113 @@
+"""`evaluate` per training mode on the tiny model: the mode read from the run's train.json (or
+overridden), base and adapter rendered with the same held-out conditioning through
+`ltx.sampling.generate`, the conditioning in report.html, audio scores for audio modes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.card import load_card
+from evaluation.evaluate import evaluate
+from ltx.identity import model_hash
+from ltx.sampling import read_clip
+from stagekit.errors import UserError
+from stagekit.files import read_json
+from tests.integration.conftest import TINY
+from tests.integration.test_evaluation import small_config, write_adapter
+
+
+def run_dir(model_path: Path, root: Path, params: dict | None) -> Path:
+    """A train output folder: adapter/adapter.safetensors and, with `params`, train.json."""
+    (root / "adapter").mkdir(parents=True)
+    path = write_adapter(
+        model_path, root / "adapter" / "adapter.safetensors", model_hash(model_path)
+    )
+    if params is not None:
+        (root / "train.json").write_text(json.dumps({"params": params}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(workspace, model_path, tmp_path_factory):
+    """evaluate(adapter trained in `strategy`, **config overrides) → (metrics, out folder)."""
+    root = tmp_path_factory.mktemp("modes")
+    card = load_card(workspace.card("sample")).model_dump()
+
+    def go(name: str, strategy: str | None, **update) -> tuple[dict, Path]:
+        adapter = run_dir(model_path, root / name, {"strategy": strategy} if strategy else None)
+        cfg = small_config().model_copy(update={"seeds": [0], **update})
+        out = root / name / "eval"
+        evaluate(
+            adapter, workspace.reference("sample"), out, model_path, TINY, cfg, card,
+            curated_dir=workspace.curated("sample"), cache_dir=root / "cache",
+        )  # fmt: skip
+        return read_json(out / "metrics.json"), out
+
+    return go
+
+
+def test_image_to_video_renders_both_sides_from_a_held_out_first_frame(run) -> None:
+    metrics, out = run("i2v", "image_to_video")
+    mode = metrics["mode"]
+    assert (mode["name"], mode["source"]) == ("image_to_video", "train.json")
+    refs = {Path(r).name.split("-", 2)[-1] for r in metrics["files"]["references"]}
+    assert {c["clip"] for c in mode["conditioning"].values()} <= refs
+    assert all(c["kind"] == "first frame" for c in mode["conditioning"].values())
+    conditions = metrics["files"]["conditions"]
+    assert len(conditions) == len(metrics["per_sample"]) == 7
+    for files in conditions:
+        (png,) = files
+        assert png.endswith("-first.png") and (out / png).is_file()
+    assert metrics["unavailable"]["denoising"].endswith("not yet in mode image_to_video")
+    assert "denoising" not in metrics["checks"] and "audio" in metrics["unavailable"]
+    page = (out / "report.html").read_text()
+    assert page.count('<img class="condition"') == 7 and "Mode: <strong>image_to_video" in page
+    assert "conditioning | base | adapter" in page
+    # the same prompt and seed as text-to-video renders another clip: the conditioning is used
+    t2v, t2v_out = run("t2v", "image_to_video", mode="text_to_video")
+    assert t2v["mode"]["source"] == "evaluation.mode" and t2v["files"]["conditions"] == [[]] * 7
+    first = read_clip(out / metrics["files"]["samples"][0]["base"]).video
+    plain = read_clip(t2v_out / t2v["files"]["samples"][0]["base"]).video
+    assert first.shape == plain.shape and np.abs(first.astype(int) - plain).mean() > 1.0
+
+
+def test_keyframes_and_an_ic_lora_show_their_conditioning(run) -> None:
+    metrics, _ = run("kf", None, mode="keyframes")
+    assert metrics["mode"]["source"] == "evaluation.mode"
+    assert all(len(files) == 2 for files in metrics["files"]["conditions"])
+    assert metrics["files"]["conditions"][0][1].endswith("-last.png")
+    ic, ic_out = run("ic", "reference_video")
+    (video,) = ic["files"]["conditions"][0]
+    assert video.endswith(".mp4") and read_clip(ic_out / video).video.shape == (17, 64, 64, 3)
+    page = (ic_out / "report.html").read_text()
+    total = int(re.search(r'id="videos-total">(\d+)<', page).group(1))
+    assert total == 7 * 3 + 7  # base | adapter | reference, and the reference control
+    assert "conditioning: Sobel edges of" in page
+
+
+def test_an_audio_video_adapter_is_scored_on_its_sound(run) -> None:
+    metrics, _ = run("av", "audio_video")
+    s = metrics["scores"]
+    assert s["audio_mcd_base"] > 0 and s["audio_mcd_adapter"] > 0
+    assert s["audio_mcd_lift"] == pytest.approx(s["audio_mcd_base"] - s["audio_mcd_adapter"])
+    assert s["audio_latent_fd_base"] >= 0 and s["audio_latent_fd_adapter"] >= 0
+    assert metrics["stats"]["audio_mcd_lift"]["n_prompts"] == 6
+    assert "audio_lift" in metrics["checks"] and "audio" not in metrics["unavailable"]
+    assert metrics["evidence"]["audio_lift"]["n_prompts"] == 6
+    assert "denoising" in metrics["checks"]  # unconditioned: the velocity check applies
+
+
+def test_a_multi_reference_adapter_is_refused_before_any_work(run) -> None:
+    with pytest.raises(UserError, match="not yet evaluated"):
+        run("multi", "multi_reference")
+
+
+def test_the_sample_references_have_the_frames_and_sound_the_modes_need(workspace) -> None:
+    clips = sorted(workspace.reference("sample").glob("*.mp4"))
+    assert clips and all(len(read_clip(p).video) >= 17 for p in clips)
+    assert all(read_clip(p).audio is not None for p in clips)
