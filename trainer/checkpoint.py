@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stagekit.errors import UserError
-from stagekit.files import atomic_dir, read_json, write_json
+from stagekit.files import atomic_dir, read_json, write_json, write_text
 from stagekit.hashing import sha256_file
 from trainer.checkpoint_state import decode, encode
 
@@ -139,7 +139,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def mark_complete(run: Path) -> None:
-    (Path(run) / COMPLETE).touch()
+    write_text(Path(run) / COMPLETE, "")  # durable: a lost marker would block other runs
 
 
 def _unfinished(root: Path) -> list[Path]:
