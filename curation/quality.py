@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from curation.config import CurationConfig
+
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 THUMB = 32  # side of the grey thumbnail motion is measured on: small enough to ignore noise
 
@@ -102,3 +104,19 @@ def signature(rgb: np.ndarray) -> str:
     rgb = rgb[::step, ::step]
     mean = rgb.reshape(-1, 3).mean(axis=0).round().astype(int)
     return f"{dhash(rgb):016x}" + "".join(f"{int(c):02x}" for c in mean)
+
+
+def quality_reason(
+    lumas: list[float], motions: list[float], sharp: float, cfg: CurationConfig, still: bool
+) -> tuple[str, str] | None:
+    """(reason, detail) when a segment is black, frozen or blurred; None when it is usable."""
+    f = cfg.filters
+    dark = sum(lu < f.black_luma for lu in lumas) / len(lumas)
+    if dark >= f.black_fraction:
+        return "black", f"{dark:.0%} of frames darker than luma {f.black_luma:g}"
+    moved = float(np.mean(motions)) if motions else 0.0
+    if not still and moved < f.frozen_motion:
+        return "frozen", f"mean change {moved:.2f} levels/frame (< {f.frozen_motion:g})"
+    if sharp < f.blur_sharpness:
+        return "blurry", f"sharpness {sharp:.1f} (< {f.blur_sharpness:g})"
+    return None
