@@ -199,6 +199,11 @@ class AudioCursor:
 
 def truncated_detail(cut_s: float, listed_s: float, outcome: str) -> str:
     """How far a cut file decodes, for quarantine.jsonl."""
+    if listed_s <= cut_s + 1e-3:  # MPEG-PS/TS: the length they list is where the data stops
+        return (
+            f"the file is cut inside a packet: its video decodes to {cut_s:.2f} s, where its "
+            f"data stops; {outcome}"
+        )
     share = f" ({cut_s / listed_s:.0%})" if listed_s else ""
     return (
         f"the file is cut: its video decodes to {cut_s:.2f} s of the {listed_s:.2f} s its "

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curation.decode import DecodeLog, truncated_detail, video_frames
+from curation.mpeg_framing import PROGRAM, TRANSPORT, stops_mid_packet
 from stagekit.hashing import sha256_file
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in display pixels
@@ -112,8 +113,12 @@ def _inspect(
     # The listed length: an AVI's frame count includes its repeat entries (and survives a cut).
     listed = stream.frames / fps if stream.frames and fps else 0.0
     duration = max(_duration(container, stream), listed)
+    if container.format.name in (PROGRAM, TRANSPORT):
+        # Their length is estimated from timestamps near the end and can fall short of the
+        # packets' own span.
+        duration = max(duration, scan.end_s)
+    cut = _cut_at(scan, path, container.format.name, duration, fps)
     if first is None:
-        cut = scan.truncated_at(duration, fps)
         return _no_frame(path, sha, log, cut, duration)
     box = _letterbox(keys, first.rotation, letterbox_luma) if letterbox_luma is not None else None
     frames = scan.count or stream.frames
@@ -136,10 +141,19 @@ def _inspect(
         audio_channels=audio.codec_context.channels if audio else None,
         vfr=scan.vfr,
         effective_fps=round(scan.count / duration, 4) if duration else fps,
-        truncated_at=scan.truncated_at(duration, fps),
+        truncated_at=cut,
         video_end_s=round(scan.end_s, 6),
         content_box=box,
     )
+
+
+def _cut_at(scan: _Scan, path: Path, container: str, listed_s: float, fps: float) -> float | None:
+    """Where a cut file stops: short of the length its container lists, or, for MPEG-PS/TS,
+    which list none, inside a packet (then at the end of the last whole video packet)."""
+    cut = scan.truncated_at(listed_s, fps)
+    if cut is None and stops_mid_packet(path, container):
+        cut = round(max(0.0, scan.end_s), 3)
+    return cut
 
 
 def _no_frame(

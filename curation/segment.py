@@ -60,7 +60,11 @@ def segment_source(
         detail = truncated_detail(cut, info.duration_s, "no whole clip before the cut")
         raise Damaged("truncated", detail)
     if cut is not None:
-        tail = Segment(cutter.scene, len(cutter.segments), -1, cut, round(info.duration_s, 6), {})
+        # Spans are in source time, like the clips' (MPEG-PS/TS seldom start at 0); an
+        # MPEG-PS/TS lists no length beyond its data, so the cut is at (or past) its end.
+        t0 = cutter.t0 or 0.0
+        start, end = round(t0 + cut, 6), round(t0 + max(info.duration_s, cut), 6)
+        tail = Segment(cutter.scene, len(cutter.segments), -1, start, end, {})
         tail.reason = "truncated"
         tail.detail = truncated_detail(cut, info.duration_s, "the clips before the cut are kept")
         cutter.segments.append(tail)
