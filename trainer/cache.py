@@ -37,10 +37,8 @@ from tqdm import tqdm
 from ltx.config import ModelConfig
 from ltx.encode import encode_audio, encode_prompts, encode_video
 from ltx.frames import read_frames
-from ltx.keyframes import keyframe_image
 from ltx.loading import load_components, release, weight_bytes
 from ltx.sampling import read_audio
-from stagekit.errors import UserError
 from stagekit.hashing import sha256_bytes
 from trainer.cache_index import (
     CACHE_FORMAT,
@@ -62,6 +60,13 @@ from trainer.cache_index import (
     read_entries,
     write_atomic,
     write_shard,
+)
+from trainer.cache_keyframes import (
+    KEYFRAME_FIRST,
+    KEYFRAME_INTERIOR,
+    KEYFRAME_LAST,
+    interior_keyframes,
+    keyframe_latent,
 )
 from trainer.cache_procs import CacheLock, Group, TorchGroup, pick_device, process_group
 from trainer.cache_references import (
@@ -119,12 +124,6 @@ __all__ = [
     "reference_keys",
     "text_inputs",
 ]
-
-# [C, 1, H, W]: the clip's first / last frame re-compressed and encoded on its own, as the
-# condition pipeline prepares a keyframe image (ltx.keyframes.keyframe_image)
-KEYFRAME_FIRST, KEYFRAME_LAST = "keyframe_first", "keyframe_last"
-# [C, F'-2, H, W]: the frame at each interior latent index, each encoded on its own
-KEYFRAME_INTERIOR = "keyframe_interior"
 
 # Always clips/s and the time left (tqdm's default flips to s/clip below 1 clip/s).
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # noqa: E501
@@ -382,31 +381,10 @@ def _encode_media(vaes: dict[str, Any], media: Media, opts: Options) -> dict[str
         tensors |= reference_tensors(vaes["vae"], media.references, opts.reference_downscale)
     if opts.keyframes != "none":  # as the condition pipeline encodes its images, one by one
         for key, frame in ((KEYFRAME_FIRST, media.frames[0]), (KEYFRAME_LAST, media.frames[-1])):
-            tensors[key] = _keyframe_latent(vaes["vae"], frame, opts.ltx_version)
+            tensors[key] = keyframe_latent(vaes["vae"], frame, opts.ltx_version)
     if opts.keyframes == "first_last_interior":
-        tensors[KEYFRAME_INTERIOR] = interior_keyframes(vaes["vae"], media.frames, opts)
+        tensors[KEYFRAME_INTERIOR] = interior_keyframes(vaes["vae"], media.frames, opts.ltx_version)
     if opts.with_audio and media.audio is not None and "audio_vae" in vaes:
         audio = torch.from_numpy(media.audio)
         tensors["audio"] = encode_audio(vaes["audio_vae"], audio, media.sample_rate)
     return tensors
-
-
-def _keyframe_latent(vae: Any, frame: np.ndarray, ltx_version: str) -> torch.Tensor:
-    """A uint8 [H, W, 3] frame as a keyframe image's latent [C, 1, H', W']."""
-    image = keyframe_image(frame, ltx_version)
-    return encode_video(vae, torch.from_numpy(image[None]))
-
-
-def interior_keyframes(vae: Any, frames: np.ndarray, opts: Options) -> torch.Tensor:
-    """[C, F'-2, H', W']: for each interior latent index k = 1..F'-2, the pixel frame
-    (k - 1) * temporal + 1, where LTX2ConditionPipeline places an image given at latent index
-    k (ltx.keyframes.keyframe_coords), as a keyframe image encoded on its own."""
-    t = vae.temporal_compression_ratio
-    latent_frames = (len(frames) - 1) // t + 1
-    if latent_frames < 3:
-        raise UserError(
-            f"preprocess.keyframes=first_last_interior: a {len(frames)}-frame clip has no "
-            "interior latent frame; use longer clips or preprocess.keyframes=first_last"
-        )
-    picks = [frames[(k - 1) * t + 1] for k in range(1, latent_frames - 1)]
-    return torch.cat([_keyframe_latent(vae, f, opts.ltx_version) for f in picks], dim=1)

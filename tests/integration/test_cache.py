@@ -517,3 +517,56 @@ def test_a_second_job_on_the_same_cache_is_refused(copy, tiny_model: Path) -> No
     finally:
         lock.release()
     assert build(manifest, cache, tiny_model)["skipped"]
+
+
+# ------------------------------------------------------------- conditioning latents
+
+
+def add_references(manifest: Path) -> None:
+    """Each clip gets a still (its own last frame, flipped) and a 9-frame reference clip, as
+    curation writes them (`references` in the row, files beside the clip)."""
+    from PIL import Image
+
+    clips = manifest.parent / "curated"
+    rows = read_jsonl(manifest)
+    for i, row in enumerate(rows):
+        width, height, _ = row["bucket"]
+        frames = synthetic_clip(i + 5, width, height, False).video
+        Image.fromarray(frames[-1, ::-1].copy()).save(clips / f"clips/{row['id']}_ref0.png")
+        write_clip(clips / f"clips/{row['id']}_ref1.mp4", Clip(frames[:9], FPS))
+        row["references"] = [
+            {"path": f"clips/{row['id']}_ref0.png", "kind": "still", "frames": 1},
+            {"path": f"clips/{row['id']}_ref1.mp4", "kind": "video", "frames": 9},
+        ]
+    write_jsonl(manifest, rows)
+
+
+def test_reference_files_are_encoded_each_on_its_own(copy, tiny_model: Path) -> None:
+    """preprocess.reference=files: `reference.0` (the still, one latent frame) and
+    `reference.1` (9 frames) beside the video; a changed reference file re-encodes only its
+    clip; a row without references is refused, naming the clip."""
+    manifest, cache = copy
+    add_references(manifest)
+    summary = build(manifest, cache, tiny_model, reference="files")
+    assert summary["encoded"] == len(CLIPS)
+    tensors = shard_tensors(cache, "clip01")
+    c, _, h, w = tensors["video"].shape
+    assert tensors["reference.0"].shape == (c, 1, h, w)
+    assert tensors["reference.1"].shape[0::2] == (c, h) and tensors["reference.1"].shape[1] > 1
+    still = manifest.parent / "curated/clips/clip02_ref0.png"
+    still.write_bytes((manifest.parent / "curated/clips/clip00_ref0.png").read_bytes())
+    assert build(manifest, cache, tiny_model, reference="files")["encoded"] == 1
+    rows = read_jsonl(manifest)
+    del rows[3]["references"]
+    write_jsonl(manifest, rows)
+    with pytest.raises(UserError, match=r"clip03.*no reference files"):
+        build(manifest, cache, tiny_model, reference="files")
+
+
+def test_interior_keyframes_are_cached_one_per_interior_latent_frame(copy, tiny_model) -> None:
+    manifest, cache = copy
+    build(manifest, cache, tiny_model, keyframes="first_last_interior")
+    tensors = shard_tensors(cache, "clip01")
+    c, f, h, w = tensors["video"].shape
+    assert tensors["keyframe_interior"].shape == (c, f - 2, h, w)
+    assert tensors["keyframe_first"].shape == tensors["keyframe_last"].shape == (c, 1, h, w)

@@ -193,10 +193,10 @@ def test_reference_positions_equal_the_ic_lora_pipeline(tiny, factor: int) -> No
 
 def interior_batch(pipe: LTX2Pipeline, video: np.ndarray) -> Batch:
     """The keyframe batch plus what preprocess.keyframes=first_last_interior caches."""
-    from trainer.cache import Options, interior_keyframes
+    from trainer.cache_keyframes import interior_keyframes
 
     batch = keyframe_batch(pipe, video)
-    interior = interior_keyframes(pipe.vae, video, Options(ltx_version="2.0"))[None]
+    interior = interior_keyframes(pipe.vae, video, "2.0")[None]
     return replace(batch, keyframes=(*batch.keyframes, interior))
 
 
