@@ -38,8 +38,8 @@ def fetch(
     from registry.compat import check_base
     from registry.describe import fetch_version
     from registry.licence import audience_of, require
-    from registry.pull import pull
-    from registry.read import parse_ref, read_manifest
+    from registry.pull import pull, recorded_manifest
+    from registry.read import parse_ref
     from registry.store import client_workspace, open_client
 
     name, which = parse_ref(ref)
@@ -49,7 +49,7 @@ def fetch(
         require(mv, audience_of(which), f"fetch of {name}@{which}")
         check_base(mv, base, allow_cross_version)
         folder = _cache(cache) / name / f"v{mv.version}" / for_
-        cached = _cached(folder, name, read_manifest(client, mv), for_)
+        cached = _cached(folder, name, recorded_manifest(client, mv), for_)
     if cached is not None:
         return cached
     got = pull(
@@ -65,7 +65,8 @@ def fetch(
 
 
 def _cached(folder: Path, name: str, manifest: dict[str, Any], consumer: str) -> Path | None:
-    """The file an earlier fetch placed, if its size and recorded sha256 still match."""
+    """The file an earlier fetch placed, if its size and the sha256 the version records still
+    match (the record's sha256 was checked against the bytes when they were fetched)."""
     from registry.pull import CONSUMERS
 
     record = folder / f"{name}.pull.json"

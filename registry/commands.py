@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry import agency
-from registry.names import CI_SUFFIXES, KEY_SCORE
+from registry import agency, commands_alias, commands_read
 from stagekit.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,16 +88,34 @@ def add_parsers(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed registry verb; a UserError is printed as one line (exit 1)."""
+    from registry.errors import one_line_errors
+
     verb = "pull" if args.verb == "pull" else f"registry {args.registry_verb}"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one-line output
+    target = _target(args)
     try:
-        return int(args.registry_handler(args) or 0)
+        uri = tracking_uri(args) if hasattr(args, "tracking_uri") else None
+        with one_line_errors(f"{verb} {target or ''}".strip(), uri, _client_of(target)):
+            return int(args.registry_handler(args) or 0)
     except UserError as e:
         print(f"ltx-lora {verb}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"ltx-lora {verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _target(args: argparse.Namespace) -> str | None:
+    """What the verb acts on (a model, a ref, a client), for error messages."""
+    for key in ("ref", "name", "a", "client"):
+        if value := getattr(args, key, None):
+            return str(value) + (f" {args.version}" if key == "name" and "version" in args else "")
+    return None
+
+
+def _client_of(target: str | None) -> str | None:
+    """The client slug a target names (`acme.mascot@champion` -> acme, `acme` -> acme)."""
+    return target.split(".", 1)[0].split("@", 1)[0].split(" ", 1)[0] if target else None
 
 
 def tracking_uri(args: argparse.Namespace) -> str:
@@ -142,37 +159,6 @@ def _backend_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def _args_list(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--client", help="only this client's adapters")
-
-
-def _args_ref(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("ref", metavar="NAME@ALIAS|VERSION", help="e.g. acme.mascot@champion")
-
-
-def _args_compare(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("a", metavar="NAME@REF")
-    sub.add_argument("b", metavar="NAME@REF", help="or just @REF: the same name as the first")
-
-
-def _args_promote(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("name", metavar="NAME")
-    sub.add_argument("version", type=int, metavar="VERSION")
-    sub.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
-    _actor_flags(sub)
-    sub.add_argument("--key-score", default=KEY_SCORE, help=f"default: {KEY_SCORE}")
-
-
-def _args_rollback(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("name", metavar="NAME")
-    _actor_flags(sub)
-
-
-def _args_history(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("name", metavar="NAME")
-    sub.add_argument("--alias", help="only this alias's moves")
-
-
 def _args_serve(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--db",
@@ -196,133 +182,7 @@ def _args_add_client(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _actor_flags(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--reason", help="why: recorded with the move")
-    sub.add_argument("--actor", help="who, for the record (default: the OS user)")
-
-
 # --- handlers ------------------------------------------------------------------------------
-
-
-def _list(args: argparse.Namespace) -> int:
-    from registry.read import list_models
-
-    rows = list_models(open_registry(args), args.client)
-    if args.json:
-        return _print_json(rows)
-    if not rows:
-        print("no adapters registered" + (f" for {args.client}" if args.client else ""))
-    for r in rows:
-        aliases = ", ".join(f"{a}→v{v}" for a, v in r["aliases"].items()) or "no aliases"
-        print(f"{r['name']:40} {r['versions']:3d} version(s), latest v{r['latest']}  {aliases}")
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from registry.read import parse_ref, show
-
-    info = show(open_registry(args), *parse_ref(args.ref))
-    if args.json:
-        return _print_json(info)
-    print(f"{info['name']} version {info['version']}  aliases: {', '.join(info['aliases']) or '-'}")
-    print(f"  verdict   {info['verdict']}  (eval suite {info['eval_suite'] or '-'})")
-    for k, v in _headline_scores(info["scores"], info["intervals"]).items():
-        print(f"  score     {k} = {_score_cell(v, info['intervals'].get(k))}")
-    for k, v in info["lineage"].items():
-        print(f"  {k:17} {v}")
-    print(f"  run       {info['run_id']}")
-    for f, e in sorted(info["files"].items()):
-        print(f"  file      {f}  {e['bytes']} bytes  sha256 {e['sha256'][:16]}…")
-    agency.print_show(info)
-    return 0
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from registry.read import compare, parse_ref
-
-    a = parse_ref(args.a)
-    b = parse_ref(a[0] + args.b if args.b.startswith("@") else args.b)
-    out = compare(open_registry(args), a, b)
-    if args.json:
-        return _print_json(out)
-    print(f"{'':22} {out['a']:>30} {out['b']:>30}")
-    rows = {"verdict": out["verdict"], **out["lineage"]}
-    cis = out["intervals"]
-    for k in _headline_scores(out["scores"], cis):
-        (x, y), (cx, cy) = out["scores"][k], cis.get(k, (None, None))
-        rows[f"score.{k}"] = (_score_cell(x, cx), _score_cell(y, cy))
-    for key, (x, y) in rows.items():
-        mark = "≠" if x != y else " "
-        print(f"{mark} {key:20} {_cell(x):>30} {_cell(y):>30}")
-    if not out["same_suite"]:
-        print("note: scored on different eval suites: scores do not compare")
-    return 0
-
-
-def _headline_scores(scores: dict[str, Any], cis: dict[str, Any]) -> dict[str, Any]:
-    """The scores less the `_ci_low`/`_ci_high` bounds already shown beside their score."""
-    bounds = {k + suffix for k in cis for suffix in CI_SUFFIXES}
-    return {k: v for k, v in scores.items() if k not in bounds}
-
-
-def _score_cell(value: float | None, ci: tuple[float, float] | None) -> str:
-    """`0.0512 [0.0123, 0.0901]` (value, then its confidence interval when there is one)."""
-    if value is None:
-        return "-"
-    return f"{value:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
-
-
-def _lineage(args: argparse.Namespace) -> int:
-    from registry.read import lineage, parse_ref
-
-    out = lineage(open_registry(args), *parse_ref(args.ref))
-    if args.json:
-        return _print_json(out)
-    print(f"{out['name']} version {out['version']}")
-    for group in ("data", "code", "base model", "run"):
-        for k, v in out[group].items():
-            print(f"  {group:11} {k:16} {v}")
-    return 0
-
-
-def _promote(args: argparse.Namespace) -> int:
-    from registry.promote import promote
-
-    event = promote(
-        open_registry(args),
-        args.name,
-        args.version,
-        force=args.force,
-        reason=args.reason,
-        actor=args.actor,
-        key_score=args.key_score,
-    )
-    if event is None:
-        print(f"{args.name} version {args.version} is the champion already: nothing moved")
-        return 0
-    return _print_event(args, event)
-
-
-def _rollback(args: argparse.Namespace) -> int:
-    from registry.promote import rollback
-
-    event = rollback(open_registry(args), args.name, reason=args.reason, actor=args.actor)
-    return _print_event(args, event)
-
-
-def _history(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from registry.promote import alias_history
-
-    events = alias_history(open_registry(args), args.name, args.alias)
-    if args.json:
-        return _print_json([asdict(e) for e in events])
-    if not events:
-        print(f"{args.name}: no alias moves recorded")
-    for e in events:
-        print(_event_line(e))
-    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -342,11 +202,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_client(args: argparse.Namespace) -> int:
-    from registry.server import add_client
+    from registry.server import add_client, check_password
 
     password = os.environ.get(args.password_env)
     if not password:
         raise UserError(f"set {args.password_env} to the new user's password")
+    check_password(password, args.password_env)  # before anything is created
     uri = tracking_uri(args)
     open_registry(args)  # fails fast, with a clear message, when the server is down
     add_client(uri, args.client, args.user, password)
@@ -380,55 +241,20 @@ def _workspace(args: argparse.Namespace) -> Any:
     return Workspace(Path(root).resolve()) if root else Workspace.from_env()
 
 
-def _print_event(args: argparse.Namespace, event: Any) -> int:
-    from dataclasses import asdict
-
-    if getattr(args, "json", False):
-        return _print_json(asdict(event))
-    print(_event_line(event))
-    return 0
-
-
-def _event_line(e: Any) -> str:
-    before = f"v{e.from_version}" if e.from_version is not None else "(none)"
-    return (
-        f"{e.when}  {e.action:13} {e.alias}: {before} → v{e.to_version}  by {e.who}"
-        + (f" ({e.mlflow_user})" if e.mlflow_user and e.mlflow_user != e.who else "")
-        + f"  why: {e.why}"
-    )
-
-
 def _print_json(obj: Any) -> int:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
     return 0
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = "-" if value is None else str(value)
-    return text if len(text) <= 30 else text[:28] + "…"
-
-
 _VERB_ARGS = {
-    "list": _args_list,
-    "show": _args_ref,
-    "compare": _args_compare,
-    "lineage": _args_ref,
-    "promote": _args_promote,
-    "rollback": _args_rollback,
-    "history": _args_history,
+    **commands_read.ARGS,
+    **commands_alias.ARGS,
     "serve": _args_serve,
     "add-client": _args_add_client,
 }
 _HANDLERS = {
-    "list": _list,
-    "show": _show,
-    "compare": _compare,
-    "lineage": _lineage,
-    "promote": _promote,
-    "rollback": _rollback,
-    "history": _history,
+    **commands_read.HANDLERS,
+    **commands_alias.HANDLERS,
     "serve": _serve,
     "add-client": _add_client,
 }

@@ -97,7 +97,7 @@ def check_base(mv: Any, base: str | None, allow: bool) -> str | None:
 def record_tested(client: MlflowClient, reg: Registration, evaluation: EvalRun) -> Registration:
     """An evaluation of an already registered adapter (the duplicate case): record the LTX
     version it ran on as tested on that version; the message says so."""
-    from registry.register import eval_suite
+    from registry.version_record import eval_suite
 
     tags = tested_tags(evaluation, eval_suite(evaluation))
     if not tags:

@@ -1,8 +1,10 @@
-"""Pull an adapter by alias or version, verified file by file against its registered manifest.
+"""Pull an adapter by alias or version, verified file by file against what its version records.
 
-A pulled file appears under its final name only after its size and sha256 match `files.json`:
-a tampered, truncated or half-downloaded file never reaches the destination, and an earlier
-pull in the same place stays as it was. Needs nothing but `mlflow-skinny` (no torch).
+A pulled file appears under its final name only after its size and sha256 match the version's
+`file.<name>` tags (registry.version_record; `files.json` beside the files must agree): a
+tampered, truncated or half-downloaded file never reaches the destination, and an earlier pull
+in the same place stays as it was. Downloads stage outside the destination (registry.staging)
+and land by one rename. Needs nothing but `mlflow-skinny` (no torch).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from urllib.parse import unquote, urlparse
 from registry.compat import check_base
 from registry.describe import fetch_version
 from registry.digest import copy_hashed
-from registry.inputs import ADAPTER_DIR, check_safetensors
+from registry.errors import one_line_errors
+from registry.inputs import ADAPTER_DIR, ADAPTER_FILE, check_safetensors
 from registry.licence import audience_of, require
 from registry.names import split_model_name
 from registry.read import read_manifest
+from registry.staging import land, staging_for
 from registry.store import client_workspace
+from registry.version_record import recorded_files
 from stagekit.errors import UserError
-from stagekit.files import write_json
+from stagekit.files import disk_full_errors, write_json
 from stagekit.hashing import sha256_file
 
 if TYPE_CHECKING:
@@ -40,6 +45,9 @@ CONSUMERS = {"comfyui": "comfyui", "ltx-pipelines": "ltx-pipelines", "diffusers"
 FORMATS = CONSUMERS  # the old name (`--format`)
 DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"
 EXPORTS_RECORD = "exports.json"
+# Tests only: copy from a local store at this many bytes a second, so a test can kill a pull
+# part-way through at a byte offset it chooses.
+THROTTLE_ENV = "LTX_LORA_TEST_PULL_BPS"
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,11 @@ def pull(
     unless `allow_cross_version` (registry.compat)."""
     if fmt not in CONSUMERS:
         raise UserError(f"unknown consumer {fmt!r}: use one of {', '.join(CONSUMERS)}")
-    with client_workspace(client, split_model_name(name)[0]):
+    slug = split_model_name(name)[0]
+    with (
+        one_line_errors(f"pull of {name}@{ref}", client.tracking_uri, slug),
+        client_workspace(client, slug),
+    ):
         mv = fetch_version(client, name, ref)
         require(mv, audience_of(ref), f"pull of {name}@{ref}")
         warning = check_base(mv, base, allow_cross_version)
@@ -102,9 +114,9 @@ def pull(
 def fetch_verified(
     client: MlflowClient, mv: Any, consumer: str, target: Path, *, ema: bool = False
 ) -> dict[str, Any]:
-    """Write `mv`'s file for `consumer` to `target` (atomically, verified); its files.json entry.
+    """Write `mv`'s file for `consumer` to `target` (atomically, verified); its recorded entry.
     The caller picks the workspace."""
-    manifest = read_manifest(client, mv)
+    manifest = recorded_manifest(client, mv)
     suffix = "_ema" if ema else ""
     wanted = CONSUMERS[consumer] + suffix + ".safetensors"
     _check_not_refused(client, mv, manifest, consumer, suffix)
@@ -117,6 +129,30 @@ def fetch_verified(
         )
     _download_verified(client, mv, wanted, manifest[wanted], target)
     return manifest[wanted]
+
+
+def recorded_manifest(client: MlflowClient, mv: Any) -> dict[str, dict[str, Any]]:
+    """`{file: {"sha256", "bytes"}}` as the version records it (its tags are the authority);
+    a UserError naming both hashes where the stored `files.json` disagrees with them: the list
+    beside the files was rewritten, most likely with the files."""
+    manifest = read_manifest(client, mv)
+    tags = dict(mv.tags or {})
+    recorded = recorded_files(tags)
+    if not recorded and tags.get("adapter_sha256") and ADAPTER_FILE in manifest:
+        # registered before per-file tags: the adapter's own sha256 tag still holds it
+        entry = manifest[ADAPTER_FILE]
+        recorded = {ADAPTER_FILE: {"sha256": tags["adapter_sha256"], "bytes": entry["bytes"]}}
+    for rel, entry in recorded.items():
+        stored = manifest.get(rel, {})
+        said = (stored.get("sha256"), int(stored.get("bytes", -1)))
+        if said != (entry["sha256"], entry["bytes"]):
+            raise UserError(
+                f"{mv.name} version {mv.version}: {rel} is sha256 {stored.get('sha256')} "
+                f"({stored.get('bytes')} bytes) in the stored files.json but the version records "
+                f"sha256 {entry['sha256']} ({entry['bytes']} bytes): the store was altered; "
+                "nothing was written"
+            )
+    return manifest | recorded
 
 
 def target_name(name: str, consumer: str) -> str:
@@ -147,17 +183,14 @@ def _check_not_refused(
 def _download_verified(
     client: MlflowClient, mv: Any, rel: str, entry: dict[str, Any], target: Path
 ) -> None:
-    """Copy into a hidden folder beside `target`, check size and sha256, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".pull", dir=target.parent))
+    """Download into a staging folder outside the destination, check size and sha256, then
+    rename into place."""
     label = f"{mv.name} version {mv.version}: {rel}"
-    try:
+    with disk_full_errors(target), staging_for(target.parent) as tmp:
         local, digest = _fetch(client, mv, f"{ADAPTER_DIR}/{rel}", tmp)
         verify_file(local, entry, label, digest)
         local.chmod(0o644)
-        os.replace(local, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        land(local, target)
 
 
 def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> tuple[Path, str | None]:
@@ -174,7 +207,19 @@ def _fetch(client: MlflowClient, mv: Any, rel: str, tmp: Path) -> tuple[Path, st
     if not source.is_file():
         raise UserError(f"{mv.name} version {mv.version}: {rel} is missing from the store")
     local = tmp / Path(rel).name
+    if rate := os.environ.get(THROTTLE_ENV):
+        return local, _throttled_copy(source, local, int(rate))
     return local, copy_hashed(source, local)[0]
+
+
+def _throttled_copy(source: Path, local: Path, bytes_per_s: int) -> None:
+    """THROTTLE_ENV's slow copy (tests): 4 KiB at a time, flushed, at `bytes_per_s`."""
+    chunk = 4096
+    with open(source, "rb") as fin, open(local, "wb") as fout:
+        while data := fin.read(chunk):
+            fout.write(data)
+            fout.flush()
+            time.sleep(len(data) / bytes_per_s)
 
 
 def verify_file(
@@ -195,8 +240,8 @@ def verify_file(
     digest = digest or sha256_file(path)
     if digest != entry["sha256"]:
         raise UserError(
-            f"{label} has sha256 {digest[:12]}…, registered as {entry['sha256'][:12]}…: the "
-            "stored file was altered; nothing was written (re-register the adapter)"
+            f"{label} has sha256 {digest}, the version records {entry['sha256']}: the stored "
+            "file was altered; nothing was written (re-register the adapter)"
         )
     if safetensors:
         check_safetensors(path)

@@ -23,6 +23,7 @@ from stagekit.errors import UserError
 
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+MIN_PASSWORD = 12  # MLflow's basic-auth refuses shorter passwords when it creates the user
 _V2, _V3 = "/api/2.0/mlflow", "/api/3.0/mlflow"  # the auth app's REST routes
 # Nobody sees anything they were not granted; the `default` workspace is closed too.
 AUTH_INI = """\
@@ -30,7 +31,8 @@ AUTH_INI = """\
 default_permission = NO_PERMISSIONS
 database_uri = {db_uri}
 admin_username = {admin}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# basic auth plus one rule: a registered version's files are immutable (registry.server_guard)
+authorization_function = registry.server_guard:authenticate
 grant_default_workspace_access = false
 # A password check is a PBKDF2 hash: without this cache every request pays one, and a busy
 # registration makes dozens. A changed or revoked password takes effect within 60 s.
@@ -177,6 +179,16 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
         pass
 
 
+def check_password(password: str, source: str = "the password") -> None:
+    """A UserError unless `password` passes MLflow's own rule (at least 12 characters): checked
+    before anything is created, so a refused user leaves no workspace behind."""
+    if len(password) < MIN_PASSWORD:
+        raise UserError(
+            f"{source} has {len(password)} characters: the registry server needs at least "
+            f"{MIN_PASSWORD}; nothing was created"
+        )
+
+
 def add_client(uri: str, client: str, user: str, password: str) -> None:
     """Give `client` a workspace and `user` a role managing it (and nothing else). Run as the
     admin: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment. Plain REST
@@ -184,6 +196,7 @@ def add_client(uri: str, client: str, user: str, password: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    check_password(password)
     try:
         MlflowClient(uri, uri).create_workspace(client, f"client {client}")
     except MlflowException as e:

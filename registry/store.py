@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import re
+import sqlite3
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 from stagekit.errors import UserError
 
@@ -77,11 +79,69 @@ def ensure_schema(uri: str) -> None:
 
     db.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(db.with_name(db.name + ".lock")):
+        relocate(db)  # a moved or copied workspace: its own files, not the old place's
         # MLflow creates missing tables when it builds a store, and processes that do so at once
         # all fail (FIELD-NOTES), so the first one does it here while the others wait.
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_registered_models(max_results=1)  # builds the registry store too
     _schema_ready.add(uri)
+
+
+# Where a local store records absolute artifact locations (file:// URIs).
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def relocate(db: Path) -> list[str]:
+    """Point a local store's recorded artifact locations at `<db dir>/artifacts` when the
+    workspace was moved or copied since they were written; the old roots it replaced.
+
+    MLflow stores absolute file:// URIs, so a moved workspace would keep reading and writing
+    the old place. An old root is replaced only when it has the default layout (`…/artifacts`,
+    beside a database folder of the same name) and its experiment folder is present here:
+    the files came along. Nothing at the old place is read or written."""
+    if not db.is_file():
+        return []
+    here = (db.parent / ARTIFACTS_DIR).resolve()
+    with closing(sqlite3.connect(db, timeout=60)) as conn, conn:
+        try:
+            rows = conn.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.OperationalError:
+            return []  # no tables yet: a new store
+        olds = sorted({root for (loc,) in rows if (root := _moved_root(loc, here, db))})
+        for old in olds:
+            _replace_prefix(conn, old + "/", here.as_uri() + "/")
+    return olds
+
+
+def _moved_root(location: str | None, here: Path, db: Path) -> str | None:
+    """`location`'s artifact root as a file:// URI when it is another place's default root
+    whose experiment folder exists under `here`, else None."""
+    if not location or not location.startswith("file://"):
+        return None
+    folder = Path(unquote(urlparse(location).path))
+    root = folder.parent
+    default_layout = root.name == ARTIFACTS_DIR and root.parent.name == db.parent.name
+    if not default_layout or root == here or not (here / folder.name).is_dir():
+        return None
+    return location[: -len(folder.name) - 1]
+
+
+def _replace_prefix(conn: sqlite3.Connection, old: str, new: str) -> None:
+    for table, column in _LOCATION_COLUMNS:
+        try:
+            conn.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                f"WHERE substr({column}, 1, ?) = ?",
+                (new, len(old) + 1, len(old), old),
+            )
+        except sqlite3.OperationalError:  # a table or column this MLflow version lacks
+            continue
 
 
 def open_client(
@@ -220,6 +280,20 @@ def _artifact_location(client: MlflowClient, name: str, artifact_root: Path | No
     # Without an explicit location MLflow would write to ./mlruns under whatever the cwd is.
     folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "experiment"
     return (Path(artifact_root).resolve() / folder).as_uri()
+
+
+def registration_lock(client: MlflowClient, name: str, adapter_sha256: str) -> Any:
+    """For a local store, an exclusive file lock per (model, adapter sha256), held while a
+    registration looks for the adapter and files it: a second process registering the same
+    bytes waits, then finds the first one's version. A no-op for a server (there, a version
+    that finds a lower one of the same sha256 right after its creation removes itself)."""
+    db = sqlite_path(client.tracking_uri)
+    if db is None:
+        return nullcontext()
+    locks = db.parent / "locks"
+    locks.mkdir(exist_ok=True)
+    key = hashlib.sha256(f"{name}\0{adapter_sha256}".encode()).hexdigest()[:24]
+    return _exclusive_lock(locks / f"register-{key}.lock")
 
 
 @contextmanager
