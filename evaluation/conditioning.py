@@ -8,11 +8,15 @@ to the render size as the denoising check fits them (`fit_clip`: centre crop, re
 - keyframes: its first and last frames, at latent indices 0 and -1;
 - reference_video: a control video for the IC-LoRA (LTX2InContextPipeline) at the adapter's
   `reference_downscale_factor`: the clip's paired control (`<clip>_ref.mp4` beside it) or its
-  Sobel edges, the control `preprocess.reference=edges` trains on.
+  Sobel edges, the control `preprocess.reference=edges` trains on;
+- multi_reference: the clip's reference sheet, `<clip>_ref<N>.mp4|png` beside it in N's order
+  (`_ref` alone first; curation/references.py's names), each fitted to the render size (a
+  video's first `frames` frames at most, a still as one frame), all given to the pipeline.
 """
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,9 @@ from evaluation.denoising import fit_clip
 from evaluation.modes import Mode
 from stagekit.errors import UserError
 
-PAIRED_CONTROL = re.compile(r"_ref\d*$")  # `clip_ref.mp4`, `clip_ref2.mp4`: controls, not clips
+PAIRED_CONTROL = re.compile(r"_ref(\d*)$")  # `clip_ref.mp4`, `clip_ref2.png`: not clips
+STILL_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+SHEET_SUFFIXES = STILL_SUFFIXES | {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Conditioning:
     source: Path  # the held-out clip it was taken from
     images: tuple[tuple[np.ndarray, int], ...] = ()  # (uint8 [H, W, 3], latent index)
     reference: np.ndarray | None = None  # uint8 [F, H, W, 3]
+    sheet: tuple[np.ndarray, ...] = ()  # multi_reference: uint8 [F_i, H, W, 3] each, in order
     factor: int = 1  # the reference's downscale factor
     kind: str = field(default="")  # what it is, in words (the report's caption)
 
@@ -44,20 +51,33 @@ class Conditioning:
         h = sha256(f"{self.kind}|{self.factor}".encode())
         for image, index in self.images:
             h.update(f"{index}|{image.shape}".encode() + image.tobytes())
-        if self.reference is not None:
-            h.update(f"{self.reference.shape}".encode() + self.reference.tobytes())
+        for video in (self.reference, *self.sheet) if self.reference is not None else self.sheet:
+            h.update(f"{video.shape}".encode() + video.tobytes())
         return h.hexdigest()
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The `ltx.sampling.generate` arguments that apply it."""
         if self.reference is not None:
             return {"reference": (self.reference, self.factor)}
+        if self.sheet:
+            return {"reference": (list(self.sheet), self.factor)}
         return {"conditions": list(self.images)}
 
 
 def is_control(path: Path) -> bool:
     """A paired IC-LoRA control (`<clip>_ref*.mp4`), which is not a clip of the subject."""
     return bool(PAIRED_CONTROL.search(path.stem))
+
+
+def reference_sheet(clip: Path) -> list[Path]:
+    """`<clip>_ref<N>.<video or still>` files beside `clip`, in N's order (`_ref` alone first)."""
+    name = re.compile(rf"{re.escape(clip.stem)}_ref(\d*)")
+    found = [
+        (int(m.group(1) or -1), p)
+        for p in clip.parent.glob(f"{glob.escape(clip.stem)}_ref*")
+        if p.suffix.lower() in SHEET_SUFFIXES and (m := name.fullmatch(p.stem))
+    ]
+    return [p for _, p in sorted(found)]
 
 
 def plan_conditioning(
@@ -71,6 +91,8 @@ def plan_conditioning(
     height, frames) of the renders; `control`: evaluation.reference_control."""
     if not mode.conditioned:
         return {}
+    if mode.name == "multi_reference":
+        return _plan_sheets(mode, prompts, references, size)
     from ltx.sampling import read_clip
 
     fitted = [(p, fit_clip(read_clip(p).video, *size)) for p in references]
@@ -86,6 +108,46 @@ def plan_conditioning(
         path, frames = usable[i % len(usable)]
         plan[prompt] = _conditioning(mode, path, frames, size, control)
     return plan
+
+
+def _plan_sheets(
+    mode: Mode, prompts: list[str], references: list[Path], size: tuple[int, int, int]
+) -> dict[str, Conditioning]:
+    """multi_reference: prompt i takes the i-th (mod n) held-out clip that has a sheet."""
+    sheets = [(p, sheet) for p in references if (sheet := reference_sheet(p))]
+    if not sheets:
+        raise UserError(
+            "evaluation in mode multi_reference conditions on held-out reference sheets, and "
+            "no reference clip has one: put `<clip>_ref0.mp4|png` (…_ref1, …) beside clips in "
+            "datasets/<name>/reference/ (docs/datasets.md, Reference files)"
+        )
+    plan = {}
+    for i, prompt in enumerate(prompts):
+        clip, files = sheets[i % len(sheets)]
+        videos = tuple(_sheet_item(f, size) for f in files)
+        kind = f"reference sheet of {len(files)}"
+        plan[prompt] = Conditioning(
+            clip, sheet=videos, factor=mode.reference_downscale_factor, kind=kind
+        )
+    return plan
+
+
+def _sheet_item(path: Path, size: tuple[int, int, int]) -> np.ndarray:
+    """One sheet entry fitted to the render size: a still as one frame, a video's first frames
+    (at most the render's)."""
+    if path.suffix.lower() in STILL_SUFFIXES:
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserError(f"{path}: not a readable image")
+        frames = image[None, ..., ::-1]  # OpenCV reads BGR
+    else:
+        from ltx.sampling import read_clip
+
+        frames = read_clip(path).video
+    count = min(len(frames), size[2])
+    return fit_clip(frames, size[0], size[1], count)
 
 
 def _conditioning(
@@ -105,7 +167,7 @@ def _control(
     """The IC-LoRA control for one clip, at the render size (the pipeline downscales it)."""
     from ltx.sampling import read_clip
 
-    paired = sorted(p for p in path.parent.glob(f"{path.stem}_ref*{path.suffix}") if is_control(p))
+    paired = [p for p in reference_sheet(path) if p.suffix.lower() not in STILL_SUFFIXES]
     if control == "paired" and not paired:
         raise UserError(
             f"evaluation.reference_control=paired: no {path.stem}_ref{path.suffix} beside {path}"
@@ -149,6 +211,16 @@ def write_media(out: Path, name: str, cond: Conditioning) -> list[str]:
     if cond.reference is not None:
         write_clip(out / f"{name}.mp4", Clip(cond.reference, 24.0))
         return [f"{name}.mp4"]
+    if cond.sheet:
+        files = []
+        for i, video in enumerate(cond.sheet):
+            if len(video) == 1:  # a still
+                files.append(f"{name}-ref{i}.png")
+                cv2.imwrite(str(out / files[-1]), np.ascontiguousarray(video[0, ..., ::-1]))
+            else:
+                files.append(f"{name}-ref{i}.mp4")
+                write_clip(out / files[-1], Clip(video, 24.0))
+        return files
     files = []
     for image, index in cond.images:
         file = f"{name}-{'first' if index == 0 else 'last' if index == -1 else index}.png"

@@ -25,13 +25,12 @@ MODES = (
     "reference_video",
     "multi_reference",
 )
-CONDITIONED = ("image_to_video", "keyframes", "reference_video")  # rendered with conditioning
+# rendered with conditioning from held-out clips (evaluation/conditioning.py)
+CONDITIONED = ("image_to_video", "keyframes", "reference_video", "multi_reference")
 WITH_AUDIO = ("audio_video", "text_to_audio")  # scored on their audio too
-NOT_YET = {
-    # the trainer's multi-reference IC-LoRA places several references per sample; rendering it
-    # with one reference (or none) would score another model than the one trained
-    "multi_reference": "a reference sheet of several clips per sample is not rendered yet",
-}
+# a mode the trainer knows that evaluation cannot yet render as it is used: refused, because
+# scoring it another way would judge another model (mode → why)
+NOT_YET: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,7 @@ import pytest
 from curation.card import load_card
 from evaluation.evaluate import evaluate
 from ltx.identity import model_hash
-from ltx.sampling import read_clip
-from stagekit.errors import UserError
+from ltx.sampling import Clip, read_clip, write_clip
 from stagekit.files import read_json
 from tests.integration.conftest import TINY
 from tests.integration.test_evaluation import small_config, write_adapter
@@ -38,13 +38,13 @@ def run(workspace, model_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("modes")
     card = load_card(workspace.card("sample")).model_dump()
 
-    def go(name: str, strategy: str | None, **update) -> tuple[dict, Path]:
+    def go(name: str, strategy: str | None, reference_dir=None, **update) -> tuple[dict, Path]:
         adapter = run_dir(model_path, root / name, {"strategy": strategy} if strategy else None)
         cfg = small_config().model_copy(update={"seeds": [0], **update})
         out = root / name / "eval"
         evaluate(
-            adapter, workspace.reference("sample"), out, model_path, TINY, cfg, card,
-            curated_dir=workspace.curated("sample"), cache_dir=root / "cache",
+            adapter, reference_dir or workspace.reference("sample"), out, model_path, TINY, cfg,
+            card, curated_dir=workspace.curated("sample"), cache_dir=root / "cache",
         )  # fmt: skip
         return read_json(out / "metrics.json"), out
 
@@ -102,9 +102,27 @@ def test_an_audio_video_adapter_is_scored_on_its_sound(run) -> None:
     assert "denoising" in metrics["checks"]  # unconditioned: the velocity check applies
 
 
-def test_a_multi_reference_adapter_is_refused_before_any_work(run) -> None:
-    with pytest.raises(UserError, match="not yet evaluated"):
-        run("multi", "multi_reference")
+def test_a_multi_reference_adapter_is_rendered_with_held_out_sheets(run, workspace, tmp_path):
+    """References with their sheets (`<clip>_ref0.mp4`, `<clip>_ref1.png` beside them, as
+    curation writes them): every prompt is rendered with one clip's whole sheet."""
+    import cv2
+
+    refs = tmp_path / "reference"
+    shutil.copytree(workspace.reference("sample"), refs)
+    for clip in sorted(refs.glob("*.mp4"))[:2]:
+        video = read_clip(clip).video
+        write_clip(refs / f"{clip.stem}_ref0.mp4", Clip(255 - video[:9], 24.0))
+        cv2.imwrite(str(refs / f"{clip.stem}_ref1.png"), video[0, ..., ::-1])
+    metrics, out = run("multi", "multi_reference", reference_dir=refs)
+    assert metrics["mode"]["name"] == "multi_reference"
+    kinds = {c["kind"] for c in metrics["mode"]["conditioning"].values()}
+    assert kinds == {"reference sheet of 2"}
+    # a sheet conditions renders; it is not a reference clip of the subject
+    assert not any("_ref" in Path(r).name for r in metrics["files"]["references"])
+    for files in metrics["files"]["conditions"]:
+        assert [f.rsplit("-", 1)[-1] for f in files] == ["ref0.mp4", "ref1.png"]
+        assert all((out / f).is_file() for f in files)
+    assert "denoising" not in metrics["checks"]
 
 
 def test_the_sample_references_have_the_frames_and_sound_the_modes_need(workspace) -> None:

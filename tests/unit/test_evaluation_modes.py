@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evaluation.conditioning import edge_frames, is_control, plan_conditioning
+from evaluation.conditioning import edge_frames, is_control, plan_conditioning, write_media
 from evaluation.config import GateConfig
 from evaluation.gate import judge
 from evaluation.modes import Mode, adapter_mode
@@ -47,8 +47,14 @@ def test_an_adapter_that_says_nothing_is_text_to_video(tmp_path: Path) -> None:
     assert adapter_mode(adapter(tmp_path)) == Mode("text_to_video", "default")
 
 
-def test_multi_reference_is_refused_not_scored_wrongly(tmp_path: Path) -> None:
-    path = adapter(tmp_path, params={"strategy": "multi_reference"})
+def test_a_mode_not_yet_evaluated_is_refused_not_scored_wrongly(tmp_path, monkeypatch) -> None:
+    from evaluation import modes
+
+    path = adapter(
+        tmp_path, params={"strategy": "multi_reference", "reference_downscale_factor": 2}
+    )
+    assert adapter_mode(path) == Mode("multi_reference", "train.json", 2)
+    monkeypatch.setitem(modes.NOT_YET, "multi_reference", "its sheet is not rendered")
     with pytest.raises(UserError, match="multi_reference are not yet evaluated"):
         adapter_mode(path)
     assert adapter_mode(path, "text_to_video").name == "text_to_video"  # knowingly
@@ -107,6 +113,37 @@ def test_an_ic_lora_gets_edges_or_its_paired_control(tmp_path: Path, refs) -> No
     # a control is not a clip of the subject
     assert is_control(tmp_path / "a_ref.mp4") and not is_control(tmp_path / "a.mp4")
     assert tmp_path / "a_ref.mp4" not in reference_clips(tmp_path, None)
+
+
+def test_multi_reference_conditions_on_the_held_out_sheet_in_order(tmp_path: Path, refs) -> None:
+    import cv2
+
+    from evaluation.conditioning import reference_sheet
+
+    write(tmp_path / "c_ref1.mp4", 9, (0, 255, 0))
+    cv2.imwrite(str(tmp_path / "c_ref0.png"), np.full((48, 80, 3), (255, 0, 0), np.uint8))  # BGR
+    write(tmp_path / "c_ref.mp4", 30, (255, 255, 0))
+    (tmp_path / "c_ref2.txt").write_text("not a reference")
+    sheet = reference_sheet(tmp_path / "c.mp4")
+    assert [p.name for p in sheet] == ["c_ref.mp4", "c_ref0.png", "c_ref1.mp4"]
+    mode = Mode("multi_reference", "t", reference_downscale_factor=2)
+    plan = plan_conditioning(mode, ["p0", "p1"], refs, (64, 64, 17))
+    assert {c.source.name for c in plan.values()} == {"c.mp4"}  # the one clip with a sheet
+    videos, factor = plan["p0"].generate_kwargs()["reference"]
+    assert factor == 2 and [v.shape for v in videos] == [
+        (17, 64, 64, 3),  # a longer video: the render's frames
+        (1, 64, 64, 3),  # a still: one frame, centre-cropped to the aspect
+        (9, 64, 64, 3),  # a shorter one: its own frames
+    ]
+    assert videos[1][0, 32, 32, 2] > 240 and plan["p0"].kind == "reference sheet of 3"
+    files = write_media(tmp_path / "out", "condition-00", plan["p0"])
+    assert files == ["condition-00-ref0.mp4", "condition-00-ref1.png", "condition-00-ref2.mp4"]
+    assert all((tmp_path / "out" / f).is_file() for f in files)
+
+
+def test_multi_reference_without_a_sheet_is_a_clear_error(refs) -> None:
+    with pytest.raises(UserError, match="no reference clip has one"):
+        plan_conditioning(Mode("multi_reference", "t"), ["p"], refs, (64, 64, 17))
 
 
 def test_edges_are_the_sobel_magnitude() -> None:
