@@ -33,9 +33,11 @@ def atomic_path(dest: Path, *, durable: bool = True) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
         try:
             yield tmp_path
+            # mkstemp makes 0600, and so do writers that replace the file (safetensors): give
+            # the user's usual mode, so a consumer running as another user can read an export
+            tmp_path.chmod(0o666 & ~_umask())
             if durable:
                 fsync_path(tmp_path)  # the data is on disk before the name points at it
             os.replace(tmp_path, dest)

@@ -41,16 +41,24 @@ def test_atomic_dir_swaps_whole_folders(tmp_path: Path) -> None:
 
 
 def test_atomic_writes_honour_the_umask(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     old = os.umask(0o022)
     try:
         with atomic_path(tmp_path / "f") as tmp:
             tmp.write_text("x")
         with atomic_dir(tmp_path / "d") as tmp:
             pass
+        # safetensors replaces the file it writes with one of mode 0600: an adapter that
+        # ComfyUI (another user) cannot read; the rename keeps the umask's mode instead
+        with atomic_path(tmp_path / "a.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
     finally:
         os.umask(old)
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_jsonl_round_trip(tmp_path: Path) -> None:
