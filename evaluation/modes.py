@@ -68,7 +68,23 @@ def adapter_mode(adapter: Path, override: str = "auto") -> Mode:
         name, source = record["strategy"], "train.json"
     else:
         name, source = "text_to_video", "default"
+    if name == "audio_video" and source != "evaluation.mode" and not _writes_audio(adapter):
+        # the trainer puts no adapter on audio modules when the cache has no audio: such a run
+        # trained video alone, and an audio rule would fail it for sound it never learned
+        name, source = "text_to_video", f"{source}: audio_video without audio modules"
     return _checked(Mode(name, source, factor))
+
+
+def _writes_audio(adapter: Path) -> bool:
+    """Whether any of the adapter's keys sits on a module that writes into the audio stream."""
+    import re
+
+    from safetensors import safe_open
+
+    from ltx.lora import AUDIO_WRITERS
+
+    with safe_open(str(adapter), framework="np") as f:
+        return any(re.match(AUDIO_WRITERS, key) for key in f.keys())  # noqa: SIM118
 
 
 def _train_record(adapter: Path) -> dict[str, str]:

@@ -38,10 +38,12 @@ def small_config() -> EvaluationConfig:
     return EvaluationConfig.model_validate(tree)
 
 
-def write_adapter(model_path: Path, dest: Path, base_hash: str, seed: int = 0) -> Path:
+def write_adapter(
+    model_path: Path, dest: Path, base_hash: str, seed: int = 0, targets: str = "video_attention"
+) -> Path:
     """A nonzero LoRA on the tiny model with the header the trainer writes."""
     pipe = load_pipeline(model_path)
-    add_lora(pipe.transformer, 4, 4, 0.0, "video_attention")
+    add_lora(pipe.transformer, 4, 4, 0.0, targets)
     gen = torch.Generator().manual_seed(seed)
     for name, p in pipe.transformer.named_parameters():
         if "lora_B" in name:

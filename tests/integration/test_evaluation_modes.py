@@ -22,10 +22,13 @@ from tests.integration.test_evaluation import small_config, write_adapter
 
 
 def run_dir(model_path: Path, root: Path, params: dict | None) -> Path:
-    """A train output folder: adapter/adapter.safetensors and, with `params`, train.json."""
+    """A train output folder: adapter/adapter.safetensors and, with `params`, train.json; an
+    audio mode's adapter sits on every attention module, audio included, as its run's would."""
     (root / "adapter").mkdir(parents=True)
+    audio = (params or {}).get("strategy") in ("audio_video", "text_to_audio")
+    dest = root / "adapter" / "adapter.safetensors"
     path = write_adapter(
-        model_path, root / "adapter" / "adapter.safetensors", model_hash(model_path)
+        model_path, dest, model_hash(model_path), targets="all" if audio else "video_attention"
     )
     if params is not None:
         (root / "train.json").write_text(json.dumps({"params": params}))
@@ -92,6 +95,7 @@ def test_keyframes_and_an_ic_lora_show_their_conditioning(run) -> None:
 
 def test_an_audio_video_adapter_is_scored_on_its_sound(run) -> None:
     metrics, _ = run("av", "audio_video")
+    assert (metrics["mode"]["name"], metrics["mode"]["source"]) == ("audio_video", "train.json")
     s = metrics["scores"]
     assert s["audio_mcd_base"] > 0 and s["audio_mcd_adapter"] > 0
     assert s["audio_mcd_lift"] == pytest.approx(s["audio_mcd_base"] - s["audio_mcd_adapter"])

@@ -43,6 +43,21 @@ def test_the_header_wins_and_carries_the_ic_lora_scale(tmp_path: Path) -> None:
     assert adapter_mode(path) == Mode("reference_video", "adapter header", 2)
 
 
+def test_audio_video_without_audio_modules_is_evaluated_as_video(tmp_path: Path) -> None:
+    """A run whose cache had no audio trains no audio module (trainer: trained_modality): its
+    adapter is judged on video; one with an audio-writing key keeps the audio rule."""
+    path = adapter(tmp_path / "video", params={"strategy": "audio_video"})
+    mode = adapter_mode(path)
+    assert mode.name == "text_to_video" and "without audio modules" in mode.source
+    assert adapter_mode(path, "audio_video").name == "audio_video"  # an override is obeyed
+    key = "transformer.transformer_blocks.0.audio_attn1.to_q.lora_A.weight"
+    run = tmp_path / "both" / "adapter"
+    run.mkdir(parents=True)
+    save_file({key: torch.zeros(1)}, run / "adapter.safetensors")
+    (run.parent / "train.json").write_text(json.dumps({"params": {"strategy": "audio_video"}}))
+    assert adapter_mode(run / "adapter.safetensors") == Mode("audio_video", "train.json")
+
+
 def test_an_adapter_that_says_nothing_is_text_to_video(tmp_path: Path) -> None:
     assert adapter_mode(adapter(tmp_path)) == Mode("text_to_video", "default")
 
