@@ -257,8 +257,8 @@ def run_step(
 
 
 def make_batch(shape: StepShape, dtype: torch.dtype) -> Any:
-    """A cached batch of the step's shapes: latents, left-padded text, the reference latents
-    of IC-LoRA."""
+    """A cached batch of the step's shapes: latents, left-padded text, the conditioning latents
+    of the IC-LoRA and keyframe modes."""
     from trainer.data import Batch
 
     b = shape.video[0]
@@ -273,7 +273,16 @@ def make_batch(shape: StepShape, dtype: torch.dtype) -> Any:
     video = torch.randn(shape.video).to(dtype)
     audio = None if shape.audio is None else torch.randn(shape.audio).to(dtype)
     reference = video.clone() if shape.strategy == "reference_video" else None
-    return Batch(video, audio, text, shape.fps, reference=reference)
+    # the conditioning a mode's step appends (its loss refuses a batch without it): keyframes
+    # their first and last images; multi_reference a one-reference sheet of the clip's shape
+    # (a sheet of several references, or interior keyframes, are planned low)
+    first = video[:, :, :1].clone()
+    keyframes = (first, first.clone()) if shape.strategy == "keyframes" else None
+    references = (video.clone(),) if shape.strategy == "multi_reference" else None
+    return Batch(
+        video, audio, text, shape.fps, reference=reference, keyframes=keyframes,
+        references=references,
+    )  # fmt: skip
 
 
 def text_width(connectors: dict[str, Any]) -> tuple[int, int]:
