@@ -26,6 +26,14 @@ _SCRIPT = """
          v.addEventListener('error',function(){bad++;show();},{once:true});}
   });
   show();
+  // conditioning images: counted once decoded (naturalWidth > 0), like the videos
+  var imgs=document.querySelectorAll('img.condition'), seen=0;
+  function shown(){document.getElementById('images-loaded').textContent=seen;}
+  imgs.forEach(function(i){
+    if(i.complete&&i.naturalWidth>0){seen++;}
+    else{i.addEventListener('load',function(){seen++;shown();},{once:true});}
+  });
+  shown();
 })();
 """
 
@@ -36,6 +44,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     verdict = metrics["verdict"]
     reasons = "".join(f"<li>{e(r)}</li>" for r in metrics["reasons"]) or "<li>every rule held</li>"
     n_videos = _count_videos(metrics)
+    n_images = sum(not f.endswith(".mp4") for c in _conditions(metrics) for f in c)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>ltx-lora evaluation: {e(metrics["adapter_name"])}</title><style>{_STYLE}</style>
 </head><body>
@@ -50,7 +59,8 @@ def render_report(metrics: dict[str, Any]) -> str:
 clips; {metrics["n_samples"]} prompt × seed pairs; prompts from {e(metrics["suite_source"])}.
 Backends: {e(", ".join(f"{k} = {v}" for k, v in metrics["backends"].items()))}.</p>
 <p class="muted" id="video-status">videos loaded: <span id="videos-loaded">0</span> /
-<span id="videos-total">{n_videos}</span>, failed: <span id="videos-failed">0</span></p>
+<span id="videos-total">{n_videos}</span>, failed: <span id="videos-failed">0</span>;
+images loaded: <span id="images-loaded">0</span> / <span id="images-total">{n_images}</span></p>
 <h2>Fidelity lift per prompt (adapter − base)</h2>{_plot(metrics)}
 <h2>Scores</h2>{_score_table(metrics)}
 {_unavailable(metrics)}
@@ -208,6 +218,11 @@ def _video(rel: str, caption: str) -> str:
     )
 
 
+def _source(refs: list[str], clip: str | None) -> str | None:
+    """The copied reference (`samples/reference-NN-<clip>`) the conditioning came from."""
+    return next((r for r in refs if clip and r.endswith(f"-{clip}")), None)
+
+
 def _condition(rel: str, caption: str) -> str:
     """A conditioning image (PNG) or reference video (mp4), captioned with its source clip."""
     if rel.endswith(".mp4"):
@@ -240,8 +255,7 @@ def _samples(metrics: dict[str, Any]) -> str:
             for side in files  # base, adapter (, champion)
         ]
         if refs:
-            cells.append(
-                _video(refs[i % len(refs)], f"reference {refs[i % len(refs)].split('/')[-1]}")
-            )
+            ref = _source(refs, what.get("clip")) or refs[i % len(refs)]
+            cells.append(_video(ref, f"reference {ref.split('/')[-1]}"))
         out.append(f'<div class="sample">{"".join(cells)}</div>')
     return "".join(out)

@@ -71,12 +71,29 @@ def test_image_to_video_renders_both_sides_from_a_held_out_first_frame(run) -> N
     page = (out / "report.html").read_text()
     assert page.count('<img class="condition"') == 7 and "Mode: <strong>image_to_video" in page
     assert "conditioning | base | adapter" in page
+    # each row's reference is the clip its conditioning came from
+    clip = mode["conditioning"][metrics["per_sample"][0]["prompt"]]["clip"]
+    assert "reference reference-" in page and re.search(rf"reference-\d+-{re.escape(clip)}", page)
     # the same prompt and seed as text-to-video renders another clip: the conditioning is used
     t2v, t2v_out = run("t2v", "image_to_video", mode="text_to_video")
     assert t2v["mode"]["source"] == "evaluation.mode" and t2v["files"]["conditions"] == [[]] * 7
     first = read_clip(out / metrics["files"]["samples"][0]["base"]).video
     plain = read_clip(t2v_out / t2v["files"]["samples"][0]["base"]).video
     assert first.shape == plain.shape and np.abs(first.astype(int) - plain).mean() > 1.0
+
+
+def test_the_conditioned_report_decodes_in_chromium(run, tmp_path) -> None:
+    """Every conditioning image and every video of the image-to-video report loads in a real
+    browser, beside the mode line."""
+    from tests.integration.test_curation_report import find_chromium, render
+
+    _, out = run("i2v-browser", "image_to_video")
+    flags = ("--virtual-time-budget=15000", "--dump-dom")
+    dom = render(find_chromium(), out / "report.html", tmp_path, *flags).stdout
+    total = int(re.search(r'id="videos-total">(\d+)<', dom).group(1))
+    assert total == 3 * 7 and re.search(rf'id="videos-loaded">{total}<', dom)
+    assert re.search(r'id="images-total">7<', dom) and re.search(r'id="images-loaded">7<', dom)
+    assert "Mode: <strong>image_to_video</strong>" in dom
 
 
 def test_keyframes_and_an_ic_lora_show_their_conditioning(run) -> None:
