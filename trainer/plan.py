@@ -142,6 +142,8 @@ def make_setup(
         mixed_precision=cfg.mixed_precision,
         attention=attention,
         device=device,
+        references=latents.references if cfg.strategy == "multi_reference" else (),
+        keyframe_interior=cfg.keyframe_interior if cfg.strategy == "keyframes" else 0,
     )
     label = f"LTX-{model_cfg.ltx_version} {model_cfg.name} ({model_cfg.dtype})"
     return Setup(

@@ -62,6 +62,7 @@ class Latents:
     text_tokens: int
     fps: float
     label: str
+    references: tuple[tuple[int, ...], ...] = ()  # a reference sheet's [C, f, h, w] each
 
 
 def latents_for_clip(
@@ -94,6 +95,7 @@ def latents_from_cache(cache_dir: Path, index: dict[str, Any], strategy: str) ->
     from safetensors import safe_open
 
     from trainer.cache import MASK, TEXT, TEXT_LENGTH
+    from trainer.cache_references import REFERENCE_PREFIX
 
     entries = list(index.get("entries", {}).values())
     if not entries:
@@ -107,11 +109,14 @@ def latents_from_cache(cache_dir: Path, index: dict[str, Any], strategy: str) ->
             tokens = int(f.get_tensor(TEXT_LENGTH)[0])
         else:  # cache format 2: padded text
             tokens = f.get_slice(TEXT + MASK).get_shape()[-1]
+        sheet = [k for k in sorted(keys) if k.startswith(REFERENCE_PREFIX)]
+        sheet.sort(key=lambda k: int(k.removeprefix(REFERENCE_PREFIX)))
+        references = tuple(tuple(f.get_slice(k).get_shape()) for k in sheet)
     if strategy == "text_to_video":
         audio = None
     w, h, frames = largest["bucket"]
     label = f"{frames}x{h}x{w} @ {float(largest['fps']):g} fps (the cache's largest bucket)"
-    return Latents(video, audio, tokens, float(largest["fps"]), label)
+    return Latents(video, audio, tokens, float(largest["fps"]), label, references)
 
 
 def quantized_bytes(numel: int, rows: int, layers: int, fmt: str, dtype_bytes: int) -> int:

@@ -54,6 +54,10 @@ class StepShape:
     mixed_precision: str  # trainer.mixed_precision
     attention: str  # fused | math
     device: str  # where the step will run: cuda (foreach optimiser kernels) or cpu
+    # multi_reference: each reference's [C, f, h, w] latents, in sheet order (none known: one
+    # reference of the clip's shape); keyframes: interior images appended per step
+    references: tuple[tuple[int, ...], ...] = ()
+    keyframe_interior: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ def run_step(
 
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = _optimizer(shape, params)
-    cfg = TrainerConfig(strategy=shape.strategy)
+    cfg = TrainerConfig(strategy=shape.strategy, keyframe_interior=shape.keyframe_interior)
     counter = LiveStorages()
     with counter, _kernels(shape.attention), _autocast(shape.mixed_precision):
         batch = make_batch(shape, transformer.dtype)
@@ -274,15 +278,31 @@ def make_batch(shape: StepShape, dtype: torch.dtype) -> Any:
     audio = None if shape.audio is None else torch.randn(shape.audio).to(dtype)
     reference = video.clone() if shape.strategy == "reference_video" else None
     # the conditioning a mode's step appends (its loss refuses a batch without it): keyframes
-    # their first and last images; multi_reference a one-reference sheet of the clip's shape
-    # (a sheet of several references, or interior keyframes, are planned low)
-    first = video[:, :, :1].clone()
-    keyframes = (first, first.clone()) if shape.strategy == "keyframes" else None
-    references = (video.clone(),) if shape.strategy == "multi_reference" else None
+    # their first and last images (and the cached interior ones it draws from), multi_reference
+    # the sheet's references
     return Batch(
-        video, audio, text, shape.fps, reference=reference, keyframes=keyframes,
-        references=references,
+        video, audio, text, shape.fps, reference=reference, keyframes=_keyframes(shape, video),
+        references=_references(shape, video),
     )  # fmt: skip
+
+
+def _keyframes(shape: StepShape, video: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """First and last images [B, C, 1, H, W]; with interior keyframes the cached interior
+    frames [B, C, F-2, H, W] too."""
+    if shape.strategy != "keyframes":
+        return None
+    first = video[:, :, :1].clone()
+    interior = (video[:, :, 1:-1].clone(),) if shape.keyframe_interior else ()
+    return (first, first.clone(), *interior)
+
+
+def _references(shape: StepShape, video: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    if shape.strategy != "multi_reference":
+        return None
+    if not shape.references:
+        return (video.clone(),)
+    b = video.shape[0]
+    return tuple(torch.randn(b, *r).to(video.dtype) for r in shape.references)
 
 
 def text_width(connectors: dict[str, Any]) -> tuple[int, int]:

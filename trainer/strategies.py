@@ -268,8 +268,13 @@ def interior_picks(frames: int, n: int, cached: bool, generator: torch.Generator
             "trainer.keyframe_interior needs the interior frames in the cache: re-run "
             "`ltx-lora preprocess preprocess.keyframes=first_last_interior`"
         )
-    order = torch.randperm(frames - 2, generator=generator)[: min(n, frames - 2)]
-    return sorted(int(i) + 1 for i in order)
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    # positions are a host-side choice: drawn on real tensors even while the memory plan
+    # traces the step on fake ones (trainer.plan_trace), where a value cannot be read
+    with unset_fake_temporarily():
+        order = torch.randperm(frames - 2, generator=generator)[: min(n, frames - 2)]
+        return sorted(int(i) + 1 for i in order)
 
 
 def _first_frame_clean(
