@@ -36,14 +36,18 @@ def cached_errors(
     fps: float,
     load_pipe: Callable[[], Any],
     strength: float = 1.0,
+    first_frame: bool = False,
 ) -> dict[str, Errors] | None:
     """side -> errors, each side cached by everything that determines it (the base's are shared
     by every adapter); the pipeline loads only when a side is missing. `references`: clip ->
-    its sha256. None when no reference clip has `size[2]` frames."""
+    its sha256. None when no reference clip has `size[2]` frames. `first_frame`: image-to-video,
+    each clip's first latent frame clean (`first_frame_clean`)."""
     from ltx.sampling import read_clip
 
     common = {"v": DENOISE_VERSION, "model": model_hash, "prompts": prompts, "sigmas": SIGMAS}
     common |= {"references": list(references.values()), "size": size, "fps": fps}
+    if first_frame:  # text-to-video keys stay those made before this existed
+        common["first_frame_clean"] = True
     files = {
         side: cache_dir / "denoising" / f"{sha256_json(common | _side(sha, strength))[:32]}.json"
         for side, (_, sha) in sides.items()
@@ -58,7 +62,13 @@ def cached_errors(
         if not clips:
             return None
         errors_by_side = denoising_errors(
-            load_pipe(), missing, clips, prompts, fps=fps, strength=strength
+            load_pipe(),
+            missing,
+            clips,
+            prompts,
+            fps=fps,
+            strength=strength,
+            first_frame=first_frame,
         )
         for side, errors in errors_by_side.items():
             write_json(files[side], [[name, i, e] for (name, i), e in errors.items()])
@@ -100,9 +110,11 @@ def denoising_errors(
     fps: float,
     seed: int = 0,
     strength: float = 1.0,
+    first_frame: bool = False,
 ) -> dict[str, Errors]:
     """side → {(clip name, prompt x sigma index): velocity MSE} for every side in `adapters`
-    (None: the base), on identical noisy latents."""
+    (None: the base), on identical noisy latents; with `first_frame`, as image-to-video is
+    trained and sampled (`first_frame_clean`), the error over the generated frames only."""
     from ltx.encode import encode_prompts, encode_video
     from ltx.forward import noisy_latents
     from ltx.sampling import adapter_applied
@@ -114,17 +126,30 @@ def denoising_errors(
     for i, (name, z) in enumerate(latents.items()):
         g = torch.Generator().manual_seed(seed * 100_003 + i)
         noise = torch.randn((len(SIGMAS), *z.shape), generator=g)
-        noisy[name] = noisy_latents(z[None].expand_as(noise), noise, sigmas)
+        x_t, target = noisy_latents(z[None].expand_as(noise), noise, sigmas)
+        levels = first_frame_clean(x_t, z, sigmas) if first_frame else sigmas
+        noisy[name] = (x_t, target, levels)
     errors: dict[str, Errors] = {}
     for side, adapter in adapters.items():
         with adapter_applied(pipe, adapter, strength):
             errors[side] = {
                 (name, j * len(SIGMAS) + k): err
-                for name, (x_t, target) in noisy.items()
+                for name, (x_t, target, levels) in noisy.items()
                 for j in range(len(prompts))
-                for k, err in enumerate(_errors(pipe, x_t, target, text, j, sigmas, fps))
+                for k, err in enumerate(_errors(pipe, x_t, target, text, j, levels, fps))
             }
     return errors
+
+
+def first_frame_clean(x_t: torch.Tensor, clean: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Image-to-video's layout, as LTX2ImageToVideoPipeline samples and the trainer trains it:
+    x_t [N, C, F, H, W] gets the clean first latent frame of `clean` [C, F, H, W] (in place),
+    and the returned per-token noise levels [N, F*H*W] (frame-major) are 0 on its tokens."""
+    n, _, f, h, w = x_t.shape
+    x_t[:, :, 0] = clean[None, :, 0]
+    levels = sigmas[:, None].expand(n, f * h * w).clone()
+    levels[:, : h * w] = 0.0
+    return levels
 
 
 def _errors(
@@ -136,10 +161,13 @@ def _errors(
     sigmas: torch.Tensor,
     fps: float,
 ) -> list[float]:
-    """Velocity MSE per sigma for one clip under prompt `prompt`: one batched forward pass."""
+    """Velocity MSE per sigma for one clip under prompt `prompt`: one batched forward pass.
+    `sigmas`: [N], or [N, F*H*W] per token (a clean first frame: its error is not counted)."""
     from ltx.forward import predict_velocity
 
     n = len(sigmas)
     one = {k: v[prompt : prompt + 1].expand(n, *v.shape[1:]) for k, v in text.items()}
-    velocity, _ = predict_velocity(pipe, x_t, None, one, sigmas, sigmas, fps=fps)
-    return ((velocity - target) ** 2).mean(dim=(1, 2, 3, 4)).tolist()
+    levels = sigmas if sigmas.ndim == 1 else sigmas.max(dim=1).values  # audio's (isolated)
+    velocity, _ = predict_velocity(pipe, x_t, None, one, sigmas, levels, fps=fps)
+    start = 0 if sigmas.ndim == 1 else 1  # the conditioning frame is given, not predicted
+    return ((velocity - target)[:, :, start:] ** 2).mean(dim=(1, 2, 3, 4)).tolist()

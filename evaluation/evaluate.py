@@ -179,10 +179,11 @@ def _denoising(
     if not cfg.denoising:
         out.unavailable["denoising"] = "evaluation.denoising is false"
         return
-    if mode.conditioned:
-        # the check denoises every latent frame from text alone; an adapter trained with clean
-        # conditioning frames or a reference was never asked to, so its error would rise for
-        # a correct trainer too
+    first_frame = mode.name == "image_to_video"  # the clip's own first frame, clean
+    if mode.conditioned and not first_frame:
+        # keyframes and references are appended tokens that only the trainer lays out yet; an
+        # adapter trained with them was never asked to denoise without, so its error would
+        # rise for a correct trainer too
         out.unavailable["denoising"] = (
             f"held-out denoising is measured unconditioned, not yet in mode {mode.name}"
         )
@@ -191,12 +192,14 @@ def _denoising(
     prompts = [p.text for p in suite.group("in_distribution")]
     size = (cfg.width, cfg.height, cfg.frames)
     errors = cached_errors(
-        *cache, pair, references, prompts, size, cfg.fps, load_pipe, cfg.adapter_strength
-    )
+        *cache, pair, references, prompts, size, cfg.fps, load_pipe, cfg.adapter_strength,
+        first_frame,
+    )  # fmt: skip
     if errors is None:
         out.unavailable["denoising"] = f"no reference clip has {cfg.frames} frames"
         return
     label = f"denoising@sigmas={','.join(f'{s:g}' for s in SIGMAS)}"
+    label += ",first-frame-clean" if first_frame else ""
     diffs = {k: errors["adapter"][k] - errors["base"][k] for k in errors["base"]}
     # the gate's bound is the dual test's null: "confidently worse" and p < alpha/2 agree
     summary = summarise(diffs, cfg, cfg.gate.max_denoise_error_change_ci_low or 0.0)

@@ -215,3 +215,18 @@ def test_text_to_audio_is_judged_on_its_audio_not_the_video_lift() -> None:
     v = judge(no_video_lift, GateConfig(), AUDIO_STATS, "text_to_audio")
     assert v.verdict == "pass" and "fidelity_lift" not in v.checks and v.checks["audio_lift"]
     assert judge(no_video_lift, GateConfig(), AUDIO_STATS, "audio_video").verdict == "fail"
+
+
+def test_image_to_video_denoising_keeps_the_first_latent_frame_clean() -> None:
+    """The layout LTX2ImageToVideoPipeline samples and the trainer's image_to_video trains:
+    frame 0 of x_t is the clip's own clean latent frame, its tokens at noise level 0."""
+    from evaluation.denoising import SIGMAS, first_frame_clean
+
+    clean = torch.randn(4, 3, 2, 5)  # [C, F, H, W]
+    sigmas = torch.tensor(SIGMAS)
+    x_t = torch.randn(len(SIGMAS), 4, 3, 2, 5)
+    levels = first_frame_clean(x_t, clean, sigmas)
+    assert torch.equal(x_t[:, :, 0], clean[None, :, 0].expand(len(SIGMAS), -1, -1, -1))
+    assert levels.shape == (len(SIGMAS), 3 * 2 * 5)
+    assert levels[:, :10].abs().max() == 0  # frame 0's H*W tokens, frame-major
+    assert torch.equal(levels[:, 10:], sigmas[:, None].expand(-1, 20))
