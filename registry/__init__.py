@@ -6,9 +6,14 @@ just the `registry` extra to pull adapters. MLflow itself is imported lazily, in
 Public surface:
 - `registry.config.RegistryConfig`: the `registry:` section of the pipeline config.
 - `registry.store`: `local_tracking_uri`, `ensure_schema`, `open_client`, `ensure_experiment`.
-- `registry.register`: `register_adapter`, `Registration` (a duplicate comes back with a message).
+- `registry.register`: `register_adapter`, `Registration` (a duplicate comes back with a message;
+  also under concurrency). What a version records: `registry.version_record`; what goes into
+  its run: `registry.run_files`.
 - `registry.scan`: `check_adapter` (NaN / Inf / all-zero / below-noise adapters refused).
-- `registry.pull`: `pull` (one file per consumer: comfyui, ltx-pipelines, diffusers).
+- `registry.pull`: `pull` (one file per consumer: comfyui, ltx-pipelines, diffusers), checked
+  against the version's `file.<name>` tags, staged outside the destination (`registry.staging`).
+- `registry.errors`: `one_line_errors` (refusals, an unreachable server, a full disk as UserErrors).
+- `registry.server`, `registry.server_guard`: the team server and its immutable-versions rule.
 - `registry.describe`: `describe_version`, `format_registration`.
 - `registry.licence`, `registry.compat`: licence/distribution records, base-version checks.
 - `registry.sync`: `sync` (a folder holding exactly the adapters it is entitled to).

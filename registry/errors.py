@@ -59,7 +59,10 @@ def _converted(e: Exception, action: str, uri: str | None, client: str | None) -
 
 
 def _status(e: Exception, text: str) -> int | None:
-    """The HTTP status of a failed MLflow REST call, if this is one."""
+    """The HTTP status of a failed MLflow REST call or artifact transfer, if this is one."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(status, int) and status >= 400:  # requests' HTTPError (artifact uploads)
+        return status
     if getattr(e, "error_code", "") == "PERMISSION_DENIED":
         return 403
     if getattr(e, "error_code", "") == "UNAUTHENTICATED":
