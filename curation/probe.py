@@ -225,7 +225,7 @@ def _scan_packets(
             pts.append(float(p.pts * p.time_base))
             end_pos, largest = max(end_pos, (p.pos or 0) + p.size), max(largest, p.size)
         if p.is_keyframe and _more_keyframes(keys, luma):
-            keys += _decoded(p)
+            keys += _keyframe(p, stream)
     if _more_keyframes(keys, luma):
         keys += _decoded(None, stream)  # what the decoder still holds (reordering delay)
     pts.sort()
@@ -252,6 +252,17 @@ def _more_keyframes(keys: list[av.VideoFrame], luma: float | None) -> bool:
     ny, nx = (math.ceil(max(1, 0.02 * n)) for n in bright.shape)  # bars_box's smallest bar
     edges = (rows[:ny], rows[-ny:], cols[:nx], cols[-nx:])
     return not all(edge.any() for edge in edges)
+
+
+def _keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
+    """The picture of one keyframe packet, now. A decoder with a reordering delay (B-frames)
+    holds it back until more packets come, and those would be more keyframes to decode, each
+    a whole full-size picture: the decoder is drained instead, then reset for the next one."""
+    frames = _decoded(packet)
+    if not frames:
+        frames = _decoded(None, stream)
+        stream.codec_context.flush_buffers()
+    return frames
 
 
 def _decoded(
