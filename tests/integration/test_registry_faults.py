@@ -209,6 +209,7 @@ def test_eight_processes_registering_the_same_adapter_make_one_version(tmp_path)
         from registry.store import local_tracking_uri, open_client
         from tests.unit.test_registry_register import CARD
         client = open_client(local_tracking_uri(Path({str(ws / ".mlflow")!r})))
+        Path({str(go)!r} + f".ready.{{os.getpid()}}").touch()  # imported and connected
         while not os.path.exists({str(go)!r}):
             time.sleep(0.01)
         r = register_adapter(client, name={NAME!r}, train_dir=Path({str(train)!r}),
@@ -225,8 +226,7 @@ def test_eight_processes_registering_the_same_adapter_make_one_version(tmp_path)
         )
         for _ in range(8)
     ]
-    time.sleep(1.0)
-    go.touch()
+    release_together(go, procs)
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=240)
@@ -314,6 +314,16 @@ def test_a_full_disk_is_one_line_naming_the_path_and_free_space(tmp_path, small_
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "no space left" in done.stderr and str(small_disk) in done.stderr
     assert list(dest.iterdir()) == []
+
+
+def release_together(go: Path, procs: list[subprocess.Popen[str]]) -> None:
+    """Touch `go` once every process has said it is ready, so all of them look for the
+    adapter at the same moment (a race, not a queue)."""
+    deadline = time.monotonic() + 180
+    while len(list(go.parent.glob(go.name + ".ready.*"))) < len(procs):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    go.touch()
 
 
 def _wait_for_bytes(

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -25,6 +24,7 @@ from registry.pull import pull
 from registry.store import client_workspace, open_client
 from stagekit.errors import UserError
 from stagekit.hashing import sha256_file
+from tests.integration.test_registry_faults import release_together
 from tests.integration.test_registry_server import (  # noqa: F401
     ADMIN,
     USERS,
@@ -189,6 +189,7 @@ def test_eight_processes_registering_the_same_adapter_make_one_version(
         from registry.store import open_client
         from tests.unit.test_registry_register import CARD
         client = open_client({url!r}, experiment=None)
+        Path({str(go)!r} + f".ready.{{os.getpid()}}").touch()  # imported and connected
         while not os.path.exists({str(go)!r}):
             time.sleep(0.01)
         r = register_adapter(client, name="acme.race", train_dir=Path({str(train)!r}),
@@ -211,8 +212,7 @@ def test_eight_processes_registering_the_same_adapter_make_one_version(
         )
         for _ in range(8)
     ]
-    time.sleep(2.0)
-    go.touch()
+    release_together(go, procs)
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
