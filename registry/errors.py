@@ -32,11 +32,7 @@ def one_line_errors(
         yield
     except UserError:
         raise
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise _disk_full(Path(e.filename) if e.filename else _store_dir(uri)) from e
-    except Exception as e:
+    except Exception as e:  # requests' errors are OSErrors too: one path for all
         converted = _converted(e, action, uri, client)
         if converted is None:
             raise
@@ -45,6 +41,8 @@ def one_line_errors(
 
 def _converted(e: Exception, action: str, uri: str | None, client: str | None) -> UserError | None:
     text = str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_full(Path(e.filename) if e.filename else _store_dir(uri))
     if _SQLITE_FULL in text:
         from registry.store import sqlite_path
 
