@@ -50,7 +50,7 @@ def _converted(e: Exception, action: str, uri: str | None, client: str | None) -
     code = _status(e, text)
     if code in (401, 403):
         return UserError(_refusal(code, action, client))
-    if _unreachable(e, text):
+    if _unreachable(e, text, uri):
         where = uri or os.environ.get("MLFLOW_TRACKING_URI") or "the tracking server"
         return UserError(f"{action}: cannot reach the MLflow server at {where}: is it running?")
     return None
@@ -83,8 +83,13 @@ def _refusal(code: int, action: str, client: str | None) -> str:
     )
 
 
-def _unreachable(e: Exception, text: str) -> bool:
-    names = {type(c).__name__ for c in _chain(e)}
+def _unreachable(e: Exception, text: str, uri: str | None) -> bool:
+    """A connection to a tracking server that failed (requests' or urllib3's errors, or
+    MLflow's message after its retries). Never for a local store: nothing to reach there."""
+    if uri is not None and not uri.startswith(("http://", "https://")):
+        return False
+    http = [c for c in _chain(e) if type(c).__module__.startswith(("requests", "urllib3"))]
+    names = {type(c).__name__ for c in http}
     return bool(names & {"ConnectionError", "MaxRetryError", "NewConnectionError"}) or (
         "Max retries exceeded" in text and "Connection refused" in text
     )

@@ -55,6 +55,9 @@ def test_an_unreachable_server_names_its_url():
     assert "cannot reach the MLflow server at http://10.0.0.9:5000" in str(
         converted(down, "http://10.0.0.9:5000")
     )
+    local = one_line_errors("pull of acme.mascot", URI)  # a local store has no server to reach
+    with pytest.raises(requests.exceptions.ConnectionError), local:
+        raise down
 
 
 def test_a_full_disk_names_the_path_or_the_store_and_the_free_space():
@@ -72,6 +75,7 @@ def test_other_errors_pass_unchanged():
         OSError(errno.EACCES, "Permission denied"),
         MlflowException("boom", error_code=INTERNAL_ERROR),
         requests.exceptions.HTTPError("500 Server Error", response=_response(500)),
+        ConnectionError("connection reset"),  # the builtin: not a server out of reach
     ):
         with pytest.raises(type(error)) as got, one_line_errors("pull of acme.mascot", URI):
             raise error
