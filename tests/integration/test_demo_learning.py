@@ -102,3 +102,33 @@ def test_a_broken_trainer_fails_the_same_gate(
     assert {rule for rule, held in m["checks"].items() if not held} == {r for r, _ in broken}
     for _, reason in broken:
         assert any(line.startswith(reason) for line in m["reasons"]), (reason, m["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("breakage", "verdict", "broken"),
+    [
+        # measured (2026-12-06): lift +0.136 (+0.108, +0.164); first-frame-clean denoising
+        # 1.008 -> 0.687 (change CI -0.494, -0.149); prior preservation 0.84
+        ("none", "pass", set()),
+        # measured: denoising 1.008 -> 3.099 (CI +1.507, +2.674), prior preservation 0.32; its
+        # colour lift +0.102 (+0.074, +0.131) is shown, as in text-to-video
+        ("flipped_target", "fail", {"denoising", "prior_preservation"}),
+    ],
+)
+def test_image_to_video_is_evaluated_as_it_is_used(
+    learned: Path, tmp_path: Path, breakage: str, verdict: str, broken: set[str]
+) -> None:
+    """trainer.strategy=image_to_video on the same data: the evaluation reads the mode from
+    the run, renders both sides from held-out first frames, and denoises with the first latent
+    frame clean; the flipped-target twin of this mode fails there too."""
+    ws = tmp_path / breakage
+    ignore = shutil.ignore_patterns(*RETRAINED, ".mlflow")
+    shutil.copytree(learned, ws, ignore=ignore)
+    ltx_lora(breakage, ws, "run", "trainer.strategy=image_to_video")
+    m = metrics(ws)
+    print(breakage, m["verdict"], m["reasons"])
+    assert (m["mode"]["name"], m["mode"]["source"]) == ("image_to_video", "train.json")
+    assert all(len(files) == 1 for files in m["files"]["conditions"])  # a first frame each
+    assert m["score_backends"]["denoise_error_change"].endswith(",first-frame-clean")
+    assert m["verdict"] == verdict
+    assert {rule for rule, held in m["checks"].items() if not held} == broken
