@@ -20,8 +20,8 @@ import torch
 
 from ltx.config import ModelConfig
 from ltx.encode import encode_prompts, project_text
-from ltx.loading import load_components
 from ltx.fullsize import GEMMA3_FOR_LTX
+from ltx.loading import load_components
 from ltx.versions import VERSIONS
 from stagekit.errors import UserError
 from trainer import plan_preprocess as pre
