@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 # setdefault: a user may still opt in explicitly (e.g. WANDB_MODE=online), never by accident.
@@ -21,7 +22,15 @@ OFFLINE_ENV = {
 }
 
 
+# Loggers that only report a download this tool refuses on purpose. bitsandbytes (imported by
+# peft whenever it is installed) tries to fetch a CPU kernel from the Hugging Face hub on
+# AVX512-BF16 machines and warns, on every run, that it could not: its own kernel is used.
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
 def apply_offline_defaults() -> None:
     """Set every telemetry/offline switch this tool knows, unless the user set it already."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -127,3 +127,18 @@ def test_cli_sets_every_offline_switch_unless_the_user_did() -> None:
     seen = json.loads(out)
     assert seen["WANDB_MODE"] == "online"  # an explicit choice is kept
     assert all(seen[k] == v for k, v in OFFLINE_ENV.items() if k != "WANDB_MODE")
+
+
+def test_a_run_does_not_warn_about_a_hub_kernel_it_never_fetches() -> None:
+    """peft imports bitsandbytes (when installed), which warns on AVX512-BF16 CPUs that it
+    could not fetch a kernel from the hub: offline on purpose, so the warning is silenced.
+    (On a CPU without AVX512-BF16 bitsandbytes never tries, and this passes either way.)"""
+    code = (
+        "from stagekit.privacy import apply_offline_defaults; apply_offline_defaults();"
+        "import logging; logging.basicConfig(); import peft"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
+    err = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stderr
+    assert "kernels-community" not in err
