@@ -38,6 +38,7 @@ SIZE, FPS = (1920, 1080), 30
 # Production-like output: LTX-2 buckets under a 768x512 pixel budget, 49 frames at 24 fps.
 CURATION = {"pixel_budget": 768 * 512, "frames": 49, "fps": 24.0}
 RSS_COUNTS = (10, 100)
+ENCODED_THEN_DROPPED = {"split_guard", "near_duplicate", "leakage"}
 REPEATS = 3
 
 
@@ -48,10 +49,12 @@ def run() -> list[Result]:
         make_clips(raw, CLIPS, SECONDS, SIZE)
         ours = {"seconds": math.inf, "cpu": math.inf}
         bare = dict(ours)
+        ratios = []  # each run's own CPU ratio: the spread the best-of figure hides
         for i in range(REPEATS):
             result = _child(raw, root / f"curated{i}", CURATION)
             summary = result["summary"]
             plain = bare_pipeline(raw, root / f"curated{i}", root / f"bare{i}")
+            ratios.append(plain["cpu"] / result["cpu"])
             for best, got in ((ours, result), (bare, plain)):
                 best.update({k: min(best[k], got[k]) for k in best})
         throughput = Result(
@@ -62,7 +65,8 @@ def run() -> list[Result]:
             target=0.9,
             note=f"{CLIPS}x{SECONDS:g}s {SIZE[1]}p -> {summary['curated']} clips, same in both; "
             f"wall {bare['seconds']:.1f} s bare, {ours['seconds']:.1f} s curated "
-            f"(ratio {bare['seconds'] / ours['seconds']:.2f}); best of {REPEATS}",
+            f"(ratio {bare['seconds'] / ours['seconds']:.2f}); best of {REPEATS}; "
+            f"each run's CPU ratio {', '.join(f'{r:.2f}' for r in ratios)}",
         )
         rss = [peak_rss(root / f"rss{n}", n) for n in RSS_COUNTS]
         memory = Result(
@@ -121,6 +125,12 @@ def bare_pipeline(raw: Path, curated: Path, out: Path) -> dict[str, float]:
     for row in rows:
         job = jobs.setdefault(row["source"], {"clips": 0, "bucket": row["bucket"]})
         job["clips"] += 1
+    # Clips curation encoded and then dropped across sources (split guard, near duplicate,
+    # leakage) were work it did: the baseline encodes as many.
+    for row in (curated / "quarantine.jsonl").read_text().splitlines():
+        q = json.loads(row)
+        if q["reason"] in ENCODED_THEN_DROPPED and q["source"] in jobs:
+            jobs[q["source"]]["clips"] += 1
     work = [[str(raw / src), str(out / f"{i}"), job["clips"], job["bucket"]]
             for i, (src, job) in enumerate(sorted(jobs.items()))]  # fmt: skip
     out.mkdir(parents=True)
