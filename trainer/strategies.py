@@ -140,6 +140,15 @@ class ReferenceVideo(AudioVideo):
 
     name: str = "reference_video"
 
+    def references(self, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """What is appended: the cached control latents [B, C, F, H, W]."""
+        if batch.reference is None:
+            raise UserError(
+                "trainer.strategy=reference_video needs reference latents in the cache: "
+                "re-run `ltx-lora preprocess preprocess.reference=edges`"
+            )
+        return batch.reference
+
     def loss(
         self,
         denoiser: dict,
@@ -150,25 +159,21 @@ class ReferenceVideo(AudioVideo):
         sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
         parts: dict[str, float] | None = None,
     ) -> torch.Tensor:
-        if batch.reference is None:
-            raise UserError(
-                "trainer.strategy=reference_video needs reference latents in the cache: "
-                "re-run `ltx-lora preprocess preprocess.reference=edges`"
-            )
+        references = self.references(batch)
         x0 = batch.video
         sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
         noise = sharded_randn(x0.shape, generator, batch.shard)
         x_t, target = noisy_latents(x0, noise, sv)
         x_a, target_a = _noised_audio(batch, sa, generator)
         pred_v, pred_a = predict_with_reference(
-            denoiser, x_t, batch.reference, x_a, batch.text, sv, sa, fps=batch.fps
+            denoiser, x_t, references, x_a, batch.text, sv, sa, fps=batch.fps
         )
         audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
         return summed(F.mse_loss(pred_v.float(), target), audio, parts)
 
 
 @dataclass(frozen=True)
-class MultiReference(AudioVideo):
+class MultiReference(ReferenceVideo):
     """Multi-reference IC-LoRA (a reference sheet: several clips or stills per sample), as
     LTX2InContextPipeline runs a list of `reference_conditions` and ltx-pipelines a list of
     `video_conditioning` paths: each reference is encoded on its own, packed, and appended
@@ -181,32 +186,15 @@ class MultiReference(AudioVideo):
 
     name: str = "multi_reference"
 
-    def loss(
-        self,
-        denoiser: dict,
-        scheduler: FlowMatchEulerDiscreteScheduler,
-        batch: Batch,
-        cfg: TrainerConfig,
-        generator: torch.Generator,
-        sigmas: tuple[torch.Tensor, torch.Tensor] | None = None,
-        parts: dict[str, float] | None = None,
-    ) -> torch.Tensor:
+    def references(self, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """What is appended: the sheet, each reference [B, C, f_i, h, w] in order."""
         if not batch.references:
             raise UserError(
                 "trainer.strategy=multi_reference needs reference files in the cache: put "
                 "`<clip>_ref0.mp4|png` beside each clip, re-run `ltx-lora curate` and "
                 "`ltx-lora preprocess preprocess.reference=files`"
             )
-        x0 = batch.video
-        sv, sa = sigmas or draw_sigmas(scheduler, batch, cfg, generator)
-        noise = sharded_randn(x0.shape, generator, batch.shard)
-        x_t, target = noisy_latents(x0, noise, sv)
-        x_a, target_a = _noised_audio(batch, sa, generator)
-        pred_v, pred_a = predict_with_reference(
-            denoiser, x_t, batch.references, x_a, batch.text, sv, sa, fps=batch.fps
-        )
-        audio = None if batch.audio is None else F.mse_loss(pred_a.float(), target_a)
-        return summed(F.mse_loss(pred_v.float(), target), audio, parts)
+        return batch.references
 
 
 @dataclass(frozen=True)
