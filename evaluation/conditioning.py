@@ -8,7 +8,7 @@ to the render size as the denoising check fits them (`fit_clip`: centre crop, re
 - keyframes: its first and last frames, at latent indices 0 and -1;
 - reference_video: a control video for the IC-LoRA (LTX2InContextPipeline) at the adapter's
   `reference_downscale_factor`: the clip's paired control (`<clip>_ref.mp4` beside it) or its
-  Sobel edges, the control `preprocess.reference=edges` trains on;
+  Sobel edges (`ltx.controls`, the same function `preprocess.reference=edges` trains on);
 - multi_reference: the clip's reference sheet, `<clip>_ref<N>.mp4|png` beside it in N's order
   (`_ref` alone first; curation/references.py's names), each fitted to the render size (a
   video's first `frames` frames at most, a still as one frame), all given to the pipeline.
@@ -26,6 +26,7 @@ import numpy as np
 
 from evaluation.denoising import fit_clip
 from evaluation.modes import Mode
+from ltx.controls import edge_frames
 from stagekit.errors import UserError
 
 PAIRED_CONTROL = re.compile(r"_ref(\d*)$")  # `clip_ref.mp4`, `clip_ref2.png`: not clips
@@ -178,26 +179,6 @@ def _control(
             raise UserError(f"{paired[0]} is shorter than evaluation.frames={size[2]}")
         return fitted, f"paired control {paired[0].name}"
     return edge_frames(frames), "Sobel edges"
-
-
-def edge_frames(frames: np.ndarray) -> np.ndarray:
-    """The Sobel gradient magnitude of each frame's luma, scaled to 0..255 per clip, as grey RGB
-    uint8 [F, H, W, 3]: the same control `trainer/controls.py` derives for
-    preprocess.reference=edges (restated: evaluation never imports the trainer), so an edges
-    IC-LoRA meets at evaluation the control it was trained on."""
-    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx = (
-        padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, 1:-1, :-2] - padded[:, 2:, :-2]
-    )  # fmt: skip
-    gy = (
-        padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, :-2, 1:-1] - padded[:, :-2, 2:]
-    )  # fmt: skip
-    magnitude = np.hypot(gx, gy)
-    scaled = magnitude * (255.0 / max(float(magnitude.max()), 1e-6))
-    return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def write_media(out: Path, name: str, cond: Conditioning) -> list[str]:

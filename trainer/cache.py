@@ -35,6 +35,7 @@ from safetensors.torch import save as serialize
 from tqdm import tqdm
 
 from ltx.config import ModelConfig
+from ltx.controls import edge_frames
 from ltx.encode import encode_audio, encode_prompts, encode_video
 from ltx.frames import read_frames
 from ltx.loading import load_components, release, weight_bytes
@@ -85,7 +86,7 @@ from trainer.cache_text import (
     text_inputs,
 )
 from trainer.config import PreprocessConfig
-from trainer.controls import downscaled, edge_frames
+from trainer.controls import downscaled
 from trainer.text_encoder import load_text_parts
 
 __all__ = [

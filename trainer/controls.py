@@ -1,5 +1,5 @@
-"""Control videos for IC-LoRA training derived from a clip (for datasets without paired
-controls), at the size the reference is cached at."""
+"""Control videos for IC-LoRA training at the size the reference is cached at (the edges
+themselves come from `ltx.controls`, which the evaluation derives its controls from too)."""
 
 from __future__ import annotations
 
@@ -27,22 +27,3 @@ def downscaled(frames: np.ndarray, factor: int, vae: Any) -> np.ndarray:
     pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     small = torch.nn.functional.avg_pool2d(pixels, factor)
     return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def edge_frames(frames: np.ndarray) -> np.ndarray:
-    """A control video derived from a clip, for IC-LoRA training on datasets that have no
-    paired control: the Sobel gradient magnitude of each frame's luma, scaled to 0..255 per
-    clip, as grey RGB uint8 [F, H, W, 3] of the clip's size."""
-    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx = (
-        padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, 1:-1, :-2] - padded[:, 2:, :-2]
-    )  # fmt: skip
-    gy = (
-        padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]
-        - padded[:, :-2, :-2] - 2 * padded[:, :-2, 1:-1] - padded[:, :-2, 2:]
-    )  # fmt: skip
-    magnitude = np.hypot(gx, gy)
-    scaled = magnitude * (255.0 / max(float(magnitude.max()), 1e-6))
-    return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=-1)

@@ -24,13 +24,13 @@ from curation.curate import curate
 from curation.media import write_clip
 from curation.sample import generate_sample_dataset
 from ltx.buckets import bucket_rules
+from ltx.controls import edge_frames
 from stagekit.files import read_jsonl
 from stagekit.workspace import Workspace
 from tests.integration.conftest import TINY, curation_config
 from tests.integration.train_job import LINEAGE
 from trainer.cache import build_cache, reference_keys
 from trainer.config import LoraConfig, PreprocessConfig, TrainerConfig
-from trainer.controls import edge_frames
 from trainer.train import train
 
 BIN = Path(sys.executable).parent

@@ -281,7 +281,7 @@ def test_edge_references_are_cached_beside_each_clip(edge_cache) -> None:
 def test_edge_frames_mark_edges_of_a_square() -> None:
     import numpy as np
 
-    from trainer.controls import edge_frames
+    from ltx.controls import edge_frames
 
     frames = np.zeros((1, 8, 8, 3), np.uint8)
     frames[:, 2:6, 2:6] = 255

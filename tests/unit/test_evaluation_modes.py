@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evaluation.conditioning import edge_frames, is_control, plan_conditioning, write_media
+from evaluation.conditioning import is_control, plan_conditioning, write_media
 from evaluation.config import GateConfig
 from evaluation.gate import judge
 from evaluation.modes import Mode, adapter_mode
 from evaluation.suite import reference_clips
+from ltx.controls import edge_frames
 from ltx.sampling import Clip, write_clip
 from stagekit.errors import UserError
 
