@@ -178,3 +178,24 @@ def test_framing_tells_every_random_cut_from_the_whole_file(tmp_path: Path, suff
     for offset in offsets:
         cut.write_bytes(data[:offset])
         assert stops_mid_packet(cut, fmt), offset
+
+
+def test_framing_reads_192_byte_packets_as_blu_ray_and_avchd_write_them(tmp_path: Path) -> None:
+    """.m2ts/.mts: each 188-byte packet behind a 4-byte timecode. Intact: not cut; cut at
+    40 offsets off the 192-byte grid: cut."""
+    whole = tmp_path / "whole.m2ts"
+    with av.open(str(whole), "w", format="mpegts", options={"mpegts_m2ts_mode": "1"}) as c:
+        video = c.add_stream("libx264", rate=24, options={"g": "8"})
+        video.height, video.width, video.pix_fmt = 64, 96, "yuv420p"
+        for i, arr in enumerate(textured(48, 3)):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts = i
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+    data = whole.read_bytes()
+    assert len(data) % 192 == 0 and len(data) % 188  # the 192-byte layout, not 188
+    assert not stops_mid_packet(whole, "mpegts")
+    cut = tmp_path / "cut.m2ts"
+    for offset in [o for o in np.linspace(3001, len(data) - 1, 40).astype(int) if o % 192]:
+        cut.write_bytes(data[:offset])
+        assert stops_mid_packet(cut, "mpegts"), offset
