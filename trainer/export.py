@@ -267,8 +267,9 @@ def match_base(target: torch.nn.Module, trained: torch.nn.Module) -> int:
 
 
 def _probe(pipe, batch: Batch):
-    """Video velocity [B, C, F, H, W] for fixed noise at σ = 0.5, as a function of the
-    transformer used."""
+    """The velocities for fixed noise at σ = 0.5, video and (with audio) audio flattened into
+    one vector, as a function of the transformer used: an audio-only adapter (text_to_audio)
+    may leave the video untouched, so both streams are compared."""
     from ltx.forward import noisy_latents, predict_velocity
 
     g = torch.Generator().manual_seed(0)
@@ -283,7 +284,8 @@ def _probe(pipe, batch: Batch):
     @torch.no_grad()
     def run(transformer: torch.nn.Module) -> torch.Tensor:
         denoiser = {"transformer": transformer, "connectors": pipe.connectors}
-        return predict_velocity(denoiser, x_v, x_a, batch.text, sigma, sigma, fps=batch.fps)[0]
+        v, a = predict_velocity(denoiser, x_v, x_a, batch.text, sigma, sigma, fps=batch.fps)
+        return v.flatten() if a is None else torch.cat([v.flatten(), a.flatten()])
 
     return run
 
