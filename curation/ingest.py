@@ -7,7 +7,11 @@ from pathlib import Path
 
 from stagekit.errors import UserError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v"})
+# MPEG program and transport streams too (camcorder .mts/.m2ts, DVD .vob, broadcast .ts)
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v"}
+    | {".ts", ".mts", ".m2ts", ".vob"}
+)
 STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 SIDECAR_SUFFIXES = frozenset({".txt", ".json"})
 
