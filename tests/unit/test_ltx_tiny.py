@@ -13,15 +13,8 @@ import torch
 
 from ltx.loading import load_pipeline
 from ltx.sampling import generate
-from ltx.tiny import (
-    GEMMA4_HIDDEN,
-    GEMMA4_LAYERS,
-    VERSIONS,
-    build_tiny_components,
-    build_tokenizer,
-    save_tiny_model,
-    tiny_spec,
-)
+from ltx.tiny import GEMMA4_HIDDEN, GEMMA4_LAYERS, VERSIONS, tiny_spec
+from ltx.tiny_build import build_tiny_components, build_tokenizer, save_tiny_model
 from stagekit.hashing import sha256_json
 
 MODELS = ("text_encoder", "connectors", "transformer", "vae", "audio_vae", "vocoder")
