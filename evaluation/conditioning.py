@@ -137,12 +137,15 @@ def _sheet_item(path: Path, size: tuple[int, int, int]) -> np.ndarray:
     """One sheet entry fitted to the render size: a still as one frame, a video's first frames
     (at most the render's)."""
     if path.suffix.lower() in STILL_SUFFIXES:
-        import cv2
+        # Pillow, not OpenCV: once decord (the frame reader) is imported, OpenCV's PNG decoder
+        # fails in the same process ("libpng error: bad parameters to zlib")
+        from PIL import Image, UnidentifiedImageError
 
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserError(f"{path}: not a readable image")
-        frames = image[None, ..., ::-1]  # OpenCV reads BGR
+        try:
+            with Image.open(path) as image:
+                frames = np.asarray(image.convert("RGB"))[None]
+        except (OSError, UnidentifiedImageError) as e:
+            raise UserError(f"{path}: not a readable image ({e})") from e
     else:
         from ltx.sampling import read_clip
 

@@ -231,3 +231,26 @@ def test_image_to_video_denoising_keeps_the_first_latent_frame_clean() -> None:
     assert levels.shape == (len(SIGMAS), 3 * 2 * 5)
     assert levels[:, :10].abs().max() == 0  # frame 0's H*W tokens, frame-major
     assert torch.equal(levels[:, 10:], sigmas[:, None].expand(-1, 20))
+
+
+def test_a_still_reference_reads_after_decord_is_loaded(tmp_path: Path) -> None:
+    """decord (the frame reader) loaded before OpenCV breaks OpenCV's PNG decoder in that
+    process ("libpng error: bad parameters to zlib"): a sheet's still must read regardless.
+    A fresh interpreter, so the import order is the one a run has."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("decord")
+    from PIL import Image
+
+    Image.fromarray(np.full((48, 80, 3), (255, 0, 0), np.uint8)).save(tmp_path / "c_ref0.png")
+    code = (
+        "import decord, sys; from pathlib import Path;"
+        "from evaluation.conditioning import _sheet_item;"
+        "f = _sheet_item(Path(sys.argv[1]), (64, 64, 17)); print(f.shape, f[0, 32, 32].tolist())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "c_ref0.png")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(1, 64, 64, 3) [255, 0, 0]"
