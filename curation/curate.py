@@ -62,13 +62,14 @@ def curate(
     # `<clip>_ref<N>` files are a clip's reference sheet (curation/references.py), not clips
     inputs, sheets = split_inputs(list_inputs(raw_dir), raw_dir)
     refs = default_reference_dirs(raw_dir) if reference_dirs is None else list(reference_dirs)
+    hashes = tree_hashes(raw_dir)
     fingerprint = sha256_json(
         {
             "version": CURATE_VERSION,
             "config": cfg.model_dump(exclude={"caption", "workers"}),  # captions: next stage's
             "rules": asdict(rules),
             "card": card.model_dump(),
-            "raw": tree_digest(raw_dir),
+            "raw": sha256_json(hashes),
             "reference": [tree_digest(Path(r)) for r in refs],
         }
     )
@@ -76,7 +77,7 @@ def curate(
         return {**{k: record[k] for k in SUMMARY_KEYS}, "skipped": True}
     with atomic_dir(out_dir) as tmp:
         (tmp / "clips").mkdir()
-        sources = Sources(inputs, raw_dir, sheets, rules)
+        sources = Sources(inputs, raw_dir, sheets, rules, hashes)
         summary = _curate_into(sources, tmp, cfg, buckets, refs, previous=out_dir)
         save_record(tmp, "curate", fingerprint, summary)
     return {**summary, "skipped": False}
@@ -107,6 +108,11 @@ def default_reference_dirs(raw_dir: Path) -> list[Path]:
 
 def tree_digest(root: Path) -> str:
     """Hash of a folder's files (links by their target path, never read through)."""
+    return sha256_json(tree_hashes(root))
+
+
+def tree_hashes(root: Path) -> list[list[str]]:
+    """`[relative path, sha256]` per file under `root`, `[path, "link", target]` per link."""
     entries = []
     if root.is_dir():
         for path in list_inputs_quiet(root):
@@ -115,7 +121,7 @@ def tree_digest(root: Path) -> str:
                 entries.append([rel, "link", os.readlink(path)])
             else:
                 entries.append([rel, sha256_file(path)])
-    return sha256_json(entries)
+    return entries
 
 
 def list_inputs_quiet(root: Path) -> list[Path]:
@@ -169,12 +175,20 @@ def split_line(report: dict[str, Any] | None) -> str:
 
 @dataclass(frozen=True)
 class Sources:
-    """The clip inputs under `raw_dir`, each clip's reference sheet, the bucket rules."""
+    """The clip inputs under `raw_dir`, each clip's reference sheet, the bucket rules, and
+    the files' hashes as the run's fingerprint read them (`tree_hashes`): each file is read
+    once to hash it, not again to probe it."""
 
     inputs: list[Path]
     raw_dir: Path
     sheets: dict[str, list[str]]
     rules: BucketRules
+    hashes: list[list[str]]
+
+    def known_hashes(self) -> list[str | None]:
+        """Each input's sha256 (None for a link: its target is hashed when it is probed)."""
+        sha = {e[0]: e[1] for e in self.hashes if len(e) == 2}
+        return [sha.get(p.relative_to(self.raw_dir).as_posix()) for p in self.inputs]
 
 
 def _curate_into(
@@ -189,7 +203,8 @@ def _curate_into(
 
     inputs, raw_dir = sources.inputs, sources.raw_dir
     text = Value("string")
-    table = Dataset.from_dict({"source": [p.relative_to(raw_dir).as_posix() for p in inputs]})
+    names = [p.relative_to(raw_dir).as_posix() for p in inputs]
+    table = Dataset.from_dict({"source": names, "sha256": sources.known_hashes()})
     args = {"cfg_json": cfg.model_dump_json(), "buckets": [list(b) for b in buckets]}
     probe_cols = {k: text for k in ("source", "sha256", "reason", "detail", "info")}
     probed = _map(table, probe_batch, cfg, "probe", {**args, "raw_dir": str(raw_dir)}, probe_cols)

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from curation.config import CurationConfig
-from curation.decode import AudioCursor, DecodeLog, one_line, video_frames
+from curation.decode import AudioCursor, DecodeLog, one_line, open_input, video_frames
 from curation.frames import planes, to_rgb, yuv_converter
 from curation.probe import ProbeResult
 from curation.quality import (
@@ -64,7 +64,7 @@ class Cutter:
         if self.info.has_audio:
             self._open_audio()
         try:
-            with av.open(str(self.info.path)) as container:
+            with open_input(self.info.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"  # frame threads: the decode is most of the cost
                 frames = video_frames(container, stream, self.log)

@@ -28,26 +28,28 @@ def probe_batch(
     """Classify and probe each file; a plan (bucket + crop) for those that can be curated."""
     cfg = CurationConfig.model_validate_json(cfg_json)
     out: dict[str, list] = {k: [] for k in ("source", "sha256", "reason", "detail", "info")}
-    for source in batch["source"]:
-        sha, reason, detail, info = _probe_one(Path(raw_dir), source, cfg, buckets)
+    for source, known in zip(batch["source"], batch["sha256"], strict=True):
+        sha, reason, detail, info = _probe_one(Path(raw_dir), source, cfg, buckets, known)
         for key, value in zip(out, (source, sha, reason, detail, info), strict=True):
             out[key].append(value)
     return out
 
 
 def _probe_one(
-    raw_dir: Path, source: str, cfg: CurationConfig, buckets: list[list[int]]
+    raw_dir: Path, source: str, cfg: CurationConfig, buckets: list[list[int]], known: str | None
 ) -> tuple[str | None, str | None, str, str]:
-    """(sha256, reason or None, detail, probe + plan as JSON)."""
+    """(sha256, reason or None, detail, probe + plan as JSON). `known`: the file's sha256
+    as the run's fingerprint hashed it, None for a link (its target is hashed here)."""
     path = raw_dir / source
     kind, detail = classify(path, raw_dir)
     if kind not in ("video", "still"):
-        sha = None if kind in ("symlink_outside", "broken_link") else _sha_or_none(path)
+        sha = None if kind in ("symlink_outside", "broken_link") else known or _sha_or_none(path)
         return sha, kind, detail, ""
     if kind == "still" and not cfg.stills:
-        return sha256_file(path), "unsupported_still", "stills are off (curation.stills)", ""
+        sha = known or sha256_file(path)
+        return sha, "unsupported_still", "stills are off (curation.stills)", ""
     luma = cfg.filters.letterbox_luma if cfg.filters.letterbox else None
-    info = probe_still(path, luma) if kind == "still" else probe(path, luma)
+    info = probe_still(path, luma, known) if kind == "still" else probe(path, luma, known)
     if isinstance(info, ProbeFailure):
         return info.sha256, info.reason, info.detail, ""
     verdict = _plan(info, cfg, [tuple(b) for b in buckets])  # type: ignore[misc]

@@ -10,7 +10,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from curation.decode import DecodeLog, truncated_detail, video_frames
+from curation.decode import DecodeLog, open_input, truncated_detail, video_frames
 from curation.mpeg_framing import PROGRAM, TRANSPORT, stops_mid_packet
 from stagekit.hashing import sha256_file
 
@@ -66,24 +66,29 @@ class ProbeFailure:
     detail: str
 
 
-def probe(path: Path, letterbox_luma: float | None = None) -> ProbeResult | ProbeFailure:
+def probe(
+    path: Path, letterbox_luma: float | None = None, sha256: str | None = None
+) -> ProbeResult | ProbeFailure:
     """Open `path`, decode its first frame, read stream facts; never raises on bad media.
 
     With `letterbox_luma`, also find black bars (rows/columns darker than it in every keyframe).
+    `sha256`: the file's hash when the caller has just computed it (else it is read here).
     """
     path = Path(path)
-    sha = sha256_file(path)
+    sha = sha256 or sha256_file(path)
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             return _inspect(container, path, sha, letterbox_luma)
     except (av.FFmpegError, OSError, EOFError, ValueError) as e:
         return ProbeFailure(path, sha, "undecodable", _one_line(e))
 
 
-def probe_still(path: Path, letterbox_luma: float | None = None) -> ProbeResult | ProbeFailure:
+def probe_still(
+    path: Path, letterbox_luma: float | None = None, sha256: str | None = None
+) -> ProbeResult | ProbeFailure:
     """A jpg/png/webp as a 1-frame clip, upright per its EXIF orientation."""
     path = Path(path)
-    sha = sha256_file(path)
+    sha = sha256 or sha256_file(path)
     try:
         with Image.open(path) as img:
             fmt = img.format or "image"
@@ -277,7 +282,7 @@ def _decoded(
 
 def _first_frame(path: Path, log: DecodeLog) -> av.VideoFrame | None:
     """The first frame that decodes at all, for streams whose keyframes are not flagged."""
-    with av.open(str(path)) as container:
+    with open_input(path) as container:
         frames = video_frames(container, container.streams.video[0], log)
         return next((f for f in frames if f is not None), None)
 
