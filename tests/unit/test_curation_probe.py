@@ -7,7 +7,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
+from curation.decode import open_input
 from curation.media import write_clip
 from curation.probe import ProbeFailure, ProbeResult, probe
 from stagekit.hashing import sha256_file
@@ -86,3 +88,76 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
         c.mux(stream.encode(None))
     result = probe(path)
     assert isinstance(result, ProbeFailure) and result.reason == "no_video_stream"
+
+
+# (video codec, container, audio codec, pixel format): the containers and codecs of camera,
+# phone, screen-capture and broadcast files.
+_MIXED = [
+    ("libx264", "mp4", "aac", "yuv420p"),
+    ("mjpeg", "avi", "mp3", "yuvj420p"),
+    ("mpeg2video", "mpegts", "mp2", "yuv420p"),
+    ("mpeg2video", "vob", "ac3", "yuv420p"),
+    ("libx265", "matroska", "ac3", "yuv420p"),
+    ("libvpx-vp9", "webm", "libopus", "yuv420p"),
+    ("prores_ks", "mov", "pcm_s16le", "yuv422p10le"),
+]
+
+
+def write_mixed(path: Path, vcodec: str, fmt: str, acodec: str, pix: str) -> Path:
+    """20 frames of 64x48 and 0.5 s of stereo sound in the given codecs and container."""
+    with av.open(str(path), "w", format=fmt) as c:
+        video = c.add_stream(vcodec, rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, pix
+        audio = c.add_stream(acodec, rate=48000, layout="stereo")
+        for i, arr in enumerate(frames(20, 64, 48)):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format=pix)
+            frame.pts = i
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+        size = audio.codec_context.frame_size or 1024
+        for start in range(0, 24000, size):
+            sound = av.AudioFrame(format=audio.codec_context.format.name, layout="stereo",
+                                  samples=size)  # fmt: skip
+            for plane in sound.planes:
+                plane.update(bytes(plane.buffer_size))
+            sound.sample_rate, sound.pts = 48000, start
+            c.mux(audio.encode(sound))
+        c.mux(audio.encode(None))
+    return path
+
+
+def _facts(container: av.container.InputContainer) -> list[tuple]:
+    """What curation reads of an opened file's streams. Not the video's pixel format: that is
+    known only once a picture is decoded, and curation takes it from the frames."""
+    return [
+        (s.type, s.codec_context.name, s.frames, s.duration, s.time_base, s.start_time,
+         (s.average_rate, s.guessed_rate, s.width, s.height) if s.type == "video"
+         else (s.codec_context.sample_rate, s.codec_context.channels, s.codec_context.format.name))
+        for s in container.streams
+    ] + [(container.format.name, container.duration, container.start_time)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("vcodec", "fmt", "acodec", "pix"), _MIXED)
+def test_opening_without_a_picture_changes_nothing_read(
+    tmp_path: Path, vcodec: str, fmt: str, acodec: str, pix: str
+) -> None:
+    """`open_input` skips the picture FFmpeg's stream-info search decodes while opening; the
+    stream facts, the probe and every decoded frame and sample must be what a plain
+    `av.open` gives."""
+    path = write_mixed(tmp_path / f"m.{fmt}", vcodec, fmt, acodec, pix)
+    with av.open(str(path)) as plain, open_input(path) as quick:
+        assert _facts(quick) == _facts(plain)
+        for kind in ("video", "audio"):
+            ours = [(f.pts, f.to_ndarray().tobytes()) for f in quick.decode(**{kind: 0})]
+            theirs = [(f.pts, f.to_ndarray().tobytes()) for f in plain.decode(**{kind: 0})]
+            assert len(ours) > 0 and ours == theirs
+            quick.seek(0)
+            plain.seek(0)
+    opened = probe(path, 20.0)
+    assert isinstance(opened, ProbeResult) and opened.frames == 20 and opened.has_audio
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr("curation.probe.open_input", lambda p: av.open(str(p)))
+    try:
+        assert probe(path, 20.0) == opened
+    finally:
+        monkey.undo()
