@@ -13,6 +13,7 @@ from curation.decode import open_input
 from curation.media import write_clip
 from curation.probe import ProbeFailure, ProbeResult, probe
 from stagekit.hashing import sha256_file
+from tests.unit.mixed_media import MIXED, write_mixed
 
 
 def frames(n: int, w: int, h: int) -> list[np.ndarray]:
@@ -90,42 +91,6 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
     assert isinstance(result, ProbeFailure) and result.reason == "no_video_stream"
 
 
-# (video codec, container, audio codec, pixel format): the containers and codecs of camera,
-# phone, screen-capture and broadcast files.
-_MIXED = [
-    ("libx264", "mp4", "aac", "yuv420p"),
-    ("mjpeg", "avi", "mp3", "yuvj420p"),
-    ("mpeg2video", "mpegts", "mp2", "yuv420p"),
-    ("mpeg2video", "vob", "ac3", "yuv420p"),
-    ("libx265", "matroska", "ac3", "yuv420p"),
-    ("libvpx-vp9", "webm", "libopus", "yuv420p"),
-    ("prores_ks", "mov", "pcm_s16le", "yuv422p10le"),
-]
-
-
-def write_mixed(path: Path, vcodec: str, fmt: str, acodec: str, pix: str) -> Path:
-    """20 frames of 64x48 and 0.5 s of stereo sound in the given codecs and container."""
-    with av.open(str(path), "w", format=fmt) as c:
-        video = c.add_stream(vcodec, rate=25)
-        video.width, video.height, video.pix_fmt = 64, 48, pix
-        audio = c.add_stream(acodec, rate=48000, layout="stereo")
-        for i, arr in enumerate(frames(20, 64, 48)):
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format=pix)
-            frame.pts = i
-            c.mux(video.encode(frame))
-        c.mux(video.encode(None))
-        size = audio.codec_context.frame_size or 1024
-        for start in range(0, 24000, size):
-            sound = av.AudioFrame(format=audio.codec_context.format.name, layout="stereo",
-                                  samples=size)  # fmt: skip
-            for plane in sound.planes:
-                plane.update(bytes(plane.buffer_size))
-            sound.sample_rate, sound.pts = 48000, start
-            c.mux(audio.encode(sound))
-        c.mux(audio.encode(None))
-    return path
-
-
 def _facts(container: av.container.InputContainer) -> list[tuple]:
     """What curation reads of an opened file's streams. Not the video's pixel format: that is
     known only once a picture is decoded, and curation takes it from the frames."""
@@ -137,7 +102,7 @@ def _facts(container: av.container.InputContainer) -> list[tuple]:
     ] + [(container.format.name, container.duration, container.start_time)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("vcodec", "fmt", "acodec", "pix"), _MIXED)
+@pytest.mark.parametrize(("vcodec", "fmt", "acodec", "pix"), MIXED)
 def test_opening_without_a_picture_changes_nothing_read(
     tmp_path: Path, vcodec: str, fmt: str, acodec: str, pix: str
 ) -> None:
