@@ -113,3 +113,15 @@ def keyframe_image(frame: Any, ltx_version: str) -> Any:
 
     crf = LTX2_5_IMAGE_CRF if ltx_version == "2.5" else DEFAULT_IMAGE_CRF
     return apply_image_conditioning_crf(frame, crf)
+
+
+def keyframe_latent(vae: Any, frame: Any, ltx_version: str) -> torch.Tensor:
+    """A uint8 [H, W, 3] frame as a keyframe image's latent [C, 1, H', W']: re-compressed
+    (`keyframe_image`) and encoded on its own, as the condition pipeline encodes each image.
+    The trainer's cache and the evaluation's held-out denoising both make them here."""
+    import numpy as np
+
+    from ltx.encode import encode_video
+
+    image = keyframe_image(frame, ltx_version)
+    return encode_video(vae, torch.from_numpy(np.asarray(image)[None]))

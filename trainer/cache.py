@@ -35,9 +35,10 @@ from safetensors.torch import save as serialize
 from tqdm import tqdm
 
 from ltx.config import ModelConfig
-from ltx.controls import edge_frames
+from ltx.controls import downscaled, edge_frames
 from ltx.encode import encode_audio, encode_prompts, encode_video
 from ltx.frames import read_frames
+from ltx.keyframes import keyframe_latent
 from ltx.loading import load_components, release, weight_bytes
 from ltx.sampling import read_audio
 from stagekit.hashing import sha256_bytes
@@ -67,7 +68,6 @@ from trainer.cache_keyframes import (
     KEYFRAME_INTERIOR,
     KEYFRAME_LAST,
     interior_keyframes,
-    keyframe_latent,
 )
 from trainer.cache_procs import CacheLock, Group, TorchGroup, pick_device, process_group
 from trainer.cache_references import (
@@ -86,7 +86,6 @@ from trainer.cache_text import (
     text_inputs,
 )
 from trainer.config import PreprocessConfig
-from trainer.controls import downscaled
 from trainer.text_encoder import load_text_parts
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Keyframe images in a cache shard (`preprocess.keyframes`, trainer.strategy=keyframes): each
 frame H.264 re-compressed at the version's image CRF and encoded on its own, as the condition
-pipeline prepares a keyframe image (`ltx.keyframes.keyframe_image`)."""
+pipeline prepares a keyframe image (`ltx.keyframes.keyframe_latent`)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ltx.encode import encode_video
-from ltx.keyframes import keyframe_image
+from ltx.keyframes import keyframe_latent
 from stagekit.errors import UserError
 
 # [C, 1, H, W]: the clip's first / last frame
 KEYFRAME_FIRST, KEYFRAME_LAST = "keyframe_first", "keyframe_last"
 # [C, F'-2, H, W]: the frame at each interior latent index (first_last_interior)
 KEYFRAME_INTERIOR = "keyframe_interior"
-
-
-def keyframe_latent(vae: Any, frame: np.ndarray, ltx_version: str) -> torch.Tensor:
-    """A uint8 [H, W, 3] frame as a keyframe image's latent [C, 1, H', W']."""
-    image = keyframe_image(frame, ltx_version)
-    return encode_video(vae, torch.from_numpy(image[None]))
 
 
 def interior_keyframes(vae: Any, frames: np.ndarray, ltx_version: str) -> torch.Tensor:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ltx.controls import downscaled
 from ltx.encode import encode_video
 from ltx.frames import read_frames
 from stagekit.errors import UserError
-from trainer.controls import downscaled
 
 REFERENCE_PREFIX = "reference."  # reference.<i>: the row's i-th reference file's latents
 

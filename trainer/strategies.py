@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from ltx.forward import noisy_latents, predict_velocity
-from stagekit.errors import UserError
-from trainer.conditioning import (
+from ltx.conditioning import (
     frame_coords,
     last_frame_coords,
     predict_with_appended,
@@ -22,6 +20,8 @@ from trainer.conditioning import (
     reference_coords,
     reference_downscale_factor,
 )
+from ltx.forward import noisy_latents, predict_velocity
+from stagekit.errors import UserError
 from trainer.config import TrainerConfig
 from trainer.data import Batch
 from trainer.objective import draw_sigmas, flow_matching_loss, sharded_randn, summed
@@ -287,7 +287,7 @@ def _noised_audio(batch: Batch, sigma: torch.Tensor, generator: torch.Generator)
     return noisy_latents(batch.audio, noise, sigma)
 
 
-__all__ = [  # the sequence builders live in trainer.conditioning; importable from here too
+__all__ = [  # the sequence builders live in ltx.conditioning; importable from here too
     "STRATEGIES",
     "frame_coords",
     "get_strategy",

@@ -1,7 +1,8 @@
 """How conditioning tokens join the sequence the transformer sees, as the inference pipelines
 build it: clean latents appended after the target's tokens at timestep 0, at the positions the
 condition pipeline gives a keyframe (`frame_coords`) or the IC-LoRA pipeline a reference
-(`reference_coords`)."""
+(`reference_coords`). The trainer's strategies and the evaluation's held-out denoising build
+their sequences here, so both ask the model the same question."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ltx.loading import component
 from stagekit.errors import UserError
 
 
@@ -49,7 +51,7 @@ def predict_with_reference(
     LTX2InContextPipeline computes them), timestep [σ... | 0...]. `reference`: one
     [B, C, f, h, w] latent or several (their frame counts may differ: a still is one frame).
     Returns the target's velocity [B, C, F, H, W] and the audio's."""
-    transformer = denoiser["transformer"]
+    transformer = component(denoiser, "transformer")
     b, _, f, h, w = video.shape
     references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     coords = torch.cat([reference_coords(transformer, r, (h, w), fps) for r in references], dim=2)
@@ -109,9 +111,9 @@ def predict_with_appended(
     from ltx.keyframes import marker_kwargs
     from ltx.sampling import use_cross_timestep
 
-    transformer = denoiser["transformer"]
+    transformer = component(denoiser, "transformer")
     cfg = transformer.config
-    video_text, audio_text, mask = connect_text(denoiser["connectors"], text)
+    video_text, audio_text, mask = connect_text(component(denoiser, "connectors"), text)
     b, _, f, h, w = video.shape
     target = LTX2Pipeline._pack_latents(video, cfg.patch_size, cfg.patch_size_t)
     parts = [appended] if isinstance(appended, torch.Tensor) else list(appended)
