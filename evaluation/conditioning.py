@@ -124,12 +124,8 @@ def _plan_sheets(
         )
     plan = {}
     for i, prompt in enumerate(prompts):
-        clip, files = sheets[i % len(sheets)]
-        videos = tuple(_sheet_item(f, size) for f in files)
-        kind = f"reference sheet of {len(files)}"
-        plan[prompt] = Conditioning(
-            clip, sheet=videos, factor=mode.reference_downscale_factor, kind=kind
-        )
+        clip, _ = sheets[i % len(sheets)]
+        plan[prompt] = clip_conditioning(mode, clip, np.zeros(0), size, "auto")
     return plan
 
 
@@ -143,7 +139,7 @@ def _sheet_item(path: Path, size: tuple[int, int, int]) -> np.ndarray:
 
         try:
             with Image.open(path) as image:
-                frames = np.asarray(image.convert("RGB"))[None]
+                frames = np.array(image.convert("RGB"))[None]  # writable: torch warns on read-only
         except (OSError, UnidentifiedImageError) as e:
             raise UserError(f"{path}: not a readable image ({e})") from e
     else:
@@ -152,6 +148,21 @@ def _sheet_item(path: Path, size: tuple[int, int, int]) -> np.ndarray:
         frames = read_clip(path).video
     count = min(len(frames), size[2])
     return fit_clip(frames, size[0], size[1], count)
+
+
+def clip_conditioning(
+    mode: Mode, path: Path, frames: np.ndarray, size: tuple[int, int, int], control: str
+) -> Conditioning | None:
+    """Held-out clip `path`'s own conditioning (its fitted `frames`): as `plan_conditioning`
+    gives a prompt, for the denoising check. None: a multi_reference clip without a sheet."""
+    if mode.name != "multi_reference":
+        return _conditioning(mode, path, frames, size, control)
+    files = reference_sheet(path)
+    if not files:
+        return None
+    videos = tuple(_sheet_item(f, size) for f in files)
+    kind = f"reference sheet of {len(files)}"
+    return Conditioning(path, sheet=videos, factor=mode.reference_downscale_factor, kind=kind)
 
 
 def _conditioning(

@@ -16,6 +16,7 @@ from evaluation.adapters import check_base_model, made_for
 from evaluation.audio import AudioFeatures, add_audio_scores
 from evaluation.conditioning import Conditioning, plan_conditioning, write_media
 from evaluation.config import EvaluationConfig
+from evaluation.denoise_layout import LABELS, conditioned_for
 from evaluation.denoising import SIGMAS, cached_errors
 from evaluation.faces import add_face_scores
 from evaluation.features import FeatureStore
@@ -32,7 +33,7 @@ from stagekit.files import atomic_dir, write_json, write_text
 from stagekit.hashing import sha256_file, sha256_json
 from stagekit.stage import load_record, save_record
 
-EVAL_VERSION = 6  # bump when scores change meaning, so old records are not reused
+EVAL_VERSION = 7  # bump when scores change meaning, so old records are not reused
 
 
 def evaluate(
@@ -112,7 +113,8 @@ def evaluate(
         cfg,
     )
     add_face_scores(scored, samples, references, store, cfg)
-    _denoising(scored, pipe, sides, ref_hashes, suite, cfg, (cache_dir, mhash), mode)
+    cache = (cache_dir, mhash)
+    _denoising(scored, pipe, sides, ref_hashes, suite, cfg, cache, mode, model_cfg.ltx_version)
     verdict = judge(scored.scores, cfg.gate, scored.stats, mode.name)
     with atomic_dir(out_dir) as tmp:
         metrics = _metrics(scored, verdict, samples, references, suite, card, model_cfg, store)
@@ -173,33 +175,34 @@ def _denoising(
     cfg: EvaluationConfig,
     cache: tuple[Path, str],
     mode: Mode,
+    ltx_version: str,
 ) -> None:
     """Held-out denoising error of base and adapter on the reference clips (paired), with an
-    interval over clips, then prompts x sigmas within a clip. `cache`: (folder, model hash)."""
+    interval over clips, then prompts x sigmas within a clip. `cache`: (folder, model hash).
+    A conditioned mode conditions each clip on its own first frame, keyframes or control, as
+    the trainer lays them out: an adapter is asked what it was trained to answer."""
     if not cfg.denoising:
         out.unavailable["denoising"] = "evaluation.denoising is false"
         return
     first_frame = mode.name == "image_to_video"  # the clip's own first frame, clean
+    size = (cfg.width, cfg.height, cfg.frames)
+    conditioned = None
     if mode.conditioned and not first_frame:
-        # keyframes and references are appended tokens that only the trainer lays out yet; an
-        # adapter trained with them was never asked to denoise without, so its error would
-        # rise for a correct trainer too
-        out.unavailable["denoising"] = (
-            f"held-out denoising is measured unconditioned, not yet in mode {mode.name}"
-        )
-        return
+        control = cfg.reference_control
+        conditioned = conditioned_for(mode, size, control, ltx_version, references)
     pair = {side: sides[side] for side in ("base", "adapter")}
     prompts = [p.text for p in suite.group("in_distribution")]
-    size = (cfg.width, cfg.height, cfg.frames)
     errors = cached_errors(
         *cache, pair, references, prompts, size, cfg.fps, load_pipe, cfg.adapter_strength,
-        first_frame,
+        first_frame, conditioned,
     )  # fmt: skip
     if errors is None:
-        out.unavailable["denoising"] = f"no reference clip has {cfg.frames} frames"
+        sheet = " and a reference sheet" if mode.name == "multi_reference" else ""
+        out.unavailable["denoising"] = f"no reference clip has {cfg.frames} frames{sheet}"
         return
     label = f"denoising@sigmas={','.join(f'{s:g}' for s in SIGMAS)}"
     label += ",first-frame-clean" if first_frame else ""
+    label += f",{LABELS[mode.name]}" if conditioned is not None else ""
     diffs = {k: errors["adapter"][k] - errors["base"][k] for k in errors["base"]}
     # the gate's bound is the dual test's null: "confidently worse" and p < alpha/2 agree
     summary = summarise(diffs, cfg, cfg.gate.max_denoise_error_change_ci_low or 0.0)

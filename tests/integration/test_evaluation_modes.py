@@ -101,7 +101,10 @@ def test_the_conditioned_report_decodes_in_chromium(run, tmp_path) -> None:
 def test_keyframes_and_an_ic_lora_show_their_conditioning(run) -> None:
     metrics, _ = run("kf", None, mode="keyframes")
     assert metrics["mode"]["source"] == "evaluation.mode"
-    assert metrics["unavailable"]["denoising"].endswith("not yet in mode keyframes")
+    # held-out denoising with each clip's own first and last frames, as the strategy trains
+    assert "denoising" in metrics["checks"] and "denoising" not in metrics["unavailable"]
+    label = metrics["score_backends"]["denoise_error_change"]
+    assert label.endswith(",first-last-keyframes")
     assert all(len(files) == 2 for files in metrics["files"]["conditions"])
     assert metrics["files"]["conditions"][0][1].endswith("-last.png")
     ic, ic_out = run("ic", "reference_video")
@@ -111,6 +114,8 @@ def test_keyframes_and_an_ic_lora_show_their_conditioning(run) -> None:
     total = int(re.search(r'id="videos-total">(\d+)<', page).group(1))
     assert total == 7 * 3 + 7  # base | adapter | reference, and the reference control
     assert "conditioning: Sobel edges of" in page
+    assert ic["score_backends"]["denoise_error_change"].endswith(",reference-appended")
+    assert "denoising" in ic["checks"]
 
 
 def test_an_audio_video_adapter_is_scored_on_its_sound(run) -> None:
@@ -146,7 +151,9 @@ def test_a_multi_reference_adapter_is_rendered_with_held_out_sheets(run, workspa
     for files in metrics["files"]["conditions"]:
         assert [f.rsplit("-", 1)[-1] for f in files] == ["ref0.mp4", "ref1.png"]
         assert all((out / f).is_file() for f in files)
-    assert "denoising" not in metrics["checks"]
+    # denoised with their sheets appended: the clips that have one
+    assert "denoising" in metrics["checks"]
+    assert metrics["score_backends"]["denoise_error_change"].endswith(",sheet-appended")
 
 
 def test_the_sample_references_have_the_frames_and_sound_the_modes_need(workspace) -> None:
