@@ -23,6 +23,22 @@ LINEAGE_TAGS = (
     "ltx_version",
 )
 EVAL_SUITE_TAG = "eval_suite"
+# What a version is registered with to say what it is: its files (`file.<name>`), lineage,
+# verdict and scores. On the team server only an admin may change or delete these
+# (registry.server_guard); what the registry records later (rights.*, licence.*, distribution,
+# tested.*, archived) has other names and stays the model's editors' to write.
+RECORD_TAGS = frozenset(
+    {*LINEAGE_TAGS, EVAL_SUITE_TAG, "adapter_sha256", "verdict", "adapter_strength", "trigger"}
+    | {"run_id"}
+)
+RECORD_PREFIXES = ("file.", "score.")
+
+
+def is_record_tag(key: str) -> bool:
+    """Whether `key` is one of the tags a version is registered with (`RECORD_TAGS`)."""
+    return key in RECORD_TAGS or key.startswith(RECORD_PREFIXES)
+
+
 # The key score promotion compares: the evaluator's mean similarity of the adapter's renders to
 # the held-out reference clips (higher is better). Not the lift over the base model: that also
 # moves when the base renders move, while this is what a user of the adapter actually gets.

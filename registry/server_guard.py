@@ -1,10 +1,13 @@
-"""The team server's write rule: the files of a registered version are immutable.
+"""The team server's write rule: a registered version's files and record are immutable.
 
 MLflow's basic-auth lets a user who may edit a run upload over its artifacts, so a client's own
-user could swap the bytes of its champion. This is the server's `authorization_function`
-(registry.server.AUTH_INI): it authenticates like MLflow's basic auth, then refuses (HTTP 403)
-any upload, multipart upload or delete under a run that a live model version points at, unless
-the user is an admin. Runs in the server process (Flask); nothing here runs on a client.
+user could swap the bytes of its champion; one who may edit a model may rewrite its versions'
+tags, among them the `file.<name>` hashes pulls check against and the lineage. This is the
+server's `authorization_function` (registry.server.AUTH_INI): it authenticates like MLflow's
+basic auth, then refuses (HTTP 403), unless the user is an admin, any upload, multipart upload
+or delete under a run that a live model version points at, and any set or delete of a version
+tag it was registered with (`registry.names.is_record_tag`). Runs in the server process
+(Flask); nothing here runs on a client.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 _ARTIFACT_WRITE = re.compile(r"/mlflow-artifacts/(artifacts|mpu/[a-z]+)/(?P<path>.+)$")
 _RUN_DIR = re.compile(r"(?:^|/)(?P<run>[0-9a-f]{32})/artifacts(?:/|$)")
 _WRITES = {"PUT", "POST", "DELETE", "PATCH"}
+# /api/2.0/mlflow/model-versions/set-tag and …/delete-tag (and their /ajax-api/ twins)
+_TAG_WRITE = re.compile(r"/mlflow/model-versions/(set|delete)-tag$")
 
 
 def authenticate() -> Any:
@@ -28,10 +33,23 @@ def authenticate() -> Any:
     result = authenticate_request_basic_auth()
     if not isinstance(result, Authorization) or request.method not in _WRITES:
         return result
+    tag = written_record_tag(request.path, request.get_json(silent=True) or request.args)
+    if tag is not None and not _is_admin(result.username):
+        return _refused_tag(result.username, tag)
     run_id = written_run(request.path)
     if run_id is None or _is_admin(result.username) or not _registered(run_id):
         return result
     return _forbidden(result.username, request.method, run_id)
+
+
+def written_record_tag(path: str, body: Any) -> str | None:
+    """The registered-with tag a version-tag write to `path` would change, or None."""
+    from registry.names import is_record_tag
+
+    if not _TAG_WRITE.search(path) or not hasattr(body, "get"):
+        return None
+    key = str(body.get("key") or "")
+    return key if is_record_tag(key) else None
 
 
 def written_run(path: str) -> str | None:
@@ -62,11 +80,22 @@ def _registered(run_id: str) -> bool:
 
 
 def _forbidden(user: str | None, method: str, run_id: str) -> Any:
-    from flask import Response
-
-    message = (
+    return _denied(
         f"{method} refused for user {user!r}: run {run_id} holds a registered model version, "
         "whose files are immutable (only an admin may change them); register a new version"
     )
+
+
+def _refused_tag(user: str | None, key: str) -> Any:
+    return _denied(
+        f"tag {key!r} refused for user {user!r}: a version's files, lineage, verdict and "
+        "scores are the record it was registered with, immutable (only an admin may change "
+        "them); register a new version"
+    )
+
+
+def _denied(message: str) -> Any:
+    from flask import Response
+
     body = {"error_code": "PERMISSION_DENIED", "message": message}
     return Response(json.dumps(body), status=403, mimetype="application/json")

@@ -39,10 +39,12 @@ CLI = REPO / ".venv" / "bin" / "ltx-lora"
 pytestmark = pytest.mark.timeout(400)
 
 
-def request(url: str, who: str, method: str = "GET", data: bytes | None = None) -> int:
+def request(
+    url: str, who: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None
+) -> int:
     """The HTTP status of one request as `who` (admin, acme, bravo)."""
     user, password = ADMIN if who == "admin" else USERS[who]
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     req.add_header("Authorization", "Basic " + b64encode(f"{user}:{password}".encode()).decode())
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -94,6 +96,48 @@ def test_a_registered_versions_files_are_written_by_nobody_but_an_admin(
     as_user("acme")
     with pytest.raises(UserError, match=before):
         pull(client, "acme.mascot", "champion", "comfyui", tmp_path / "again")
+
+
+def test_a_registered_versions_record_tags_are_changed_by_nobody_but_an_admin(
+    server,  # noqa: F811
+    tmp_path,
+):
+    """The `file.<name>` hashes pulls check against, the lineage and the verdict are the
+    version's record: acme's own user may not set or delete them (through MLflow's client or
+    plain HTTP), may still write the tags the registry records later, and an admin may repair
+    them."""
+    from mlflow.exceptions import MlflowException
+
+    url = server["url"]
+    as_user("acme")
+    reg = register(url, "acme.bolt", tmp_path / "a", 1)
+    client = open_client(url, experiment=None)
+    key = "file.comfyui.safetensors"
+    with client_workspace(client, "acme"):
+        before = dict(client.get_model_version("acme.bolt", str(reg.version)).tags)
+        assert key in before and before["dataset_hash"]
+        for tag in (key, "dataset_hash", "verdict", "score.fidelity_lift"):
+            with pytest.raises(MlflowException, match="immutable") as refused:
+                client.set_model_version_tag("acme.bolt", str(reg.version), tag, "forged")
+            assert refused.value.get_http_status_code() == 403
+        with pytest.raises(MlflowException, match="immutable"):
+            client.delete_model_version_tag("acme.bolt", str(reg.version), key)
+        client.set_model_version_tag("acme.bolt", str(reg.version), "note", "reviewed")
+        after = dict(client.get_model_version("acme.bolt", str(reg.version)).tags)
+    assert after == before | {"note": "reviewed"}
+    body = json.dumps({"name": "acme.bolt", "version": str(reg.version), "key": key, "value": "x"})
+    headers = {"Content-Type": "application/json", "X-MLflow-Workspace": "acme"}
+    setter = f"{url}/api/2.0/mlflow/model-versions/set-tag"
+    assert request(setter, "acme", "POST", body.encode(), headers) == 403
+    got = pull(client, "acme.bolt", str(reg.version), "comfyui", tmp_path / "loras")
+    assert got.sha256 == before[key].split(":")[0]
+
+    as_user("admin")  # a repair: an admin may
+    admin = open_client(url, experiment=None)
+    with client_workspace(admin, "acme"):
+        admin.set_model_version_tag("acme.bolt", str(reg.version), "verdict", "fail")
+        assert admin.get_model_version("acme.bolt", str(reg.version)).tags["verdict"] == "fail"
+    as_user("acme")
 
 
 def cli(*args: str, who: str, url: str, **env: str) -> subprocess.CompletedProcess[str]:

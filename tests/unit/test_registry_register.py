@@ -500,3 +500,24 @@ def test_a_local_store_copies_the_adapter_unless_linking_is_asked_for(
     # train.json and config.yaml are always copies: people edit those in place.
     assert not (run_dir / "train.json").samefile(train / "train.json")
     assert pull(client, NAME, "candidate", "comfyui", tmp_path / "out").version == 1
+
+
+# what the registry writes after registration: licence, compatibility, archive
+LATER_TAGS = ("rights.", "licence.", "tested.", "distribution", "archived")
+
+
+def test_every_tag_registration_writes_is_record_but_the_later_records(client, tmp_path):
+    """`registry.names.is_record_tag` (what the team server lets only an admin change) names
+    every tag a real registration writes except those the registry's later commands rewrite."""
+    from registry.names import is_record_tag
+
+    reg = register(client, make_train_dir(tmp_path / "t"), make_eval_dir(tmp_path / "e"))
+    tags = dict(client.get_model_version(NAME, str(reg.version)).tags)
+    assert {"dataset_hash", "verdict", "adapter_sha256", "run_id"} <= set(tags)
+    files = {k for k in tags if k.startswith("file.")}
+    assert files == {"file.adapter.safetensors", "file.comfyui.safetensors"}
+    later = {k for k in tags if k.startswith(LATER_TAGS)}
+    assert later  # the card's rights and the base's licence are recorded at registration too
+    assert {k for k in tags if not is_record_tag(k)} == later
+    for key in ("rights.consent", "licence.base_agreement", "distribution", "tested.2.3", "note"):
+        assert not is_record_tag(key)
