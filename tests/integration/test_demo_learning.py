@@ -132,3 +132,34 @@ def test_image_to_video_is_evaluated_as_it_is_used(
     assert m["score_backends"]["denoise_error_change"].endswith(",first-frame-clean")
     assert m["verdict"] == verdict
     assert {rule for rule, held in m["checks"].items() if not held} == broken
+
+
+@pytest.mark.parametrize(
+    ("breakage", "verdict", "broken"),
+    [
+        # measured (2026-12-06): lift +0.156 (+0.118, +0.195); denoising with each clip's own
+        # first and last frames as keyframes 0.960 -> 0.640 (change CI -0.494, -0.145)
+        ("none", "pass", set()),
+        # measured: denoising 0.960 -> 3.217 (change CI +1.622, +2.893), prior preservation
+        # 0.29; its colour lift +0.108 (+0.081, +0.136) is shown. Before the keyframe layout
+        # reached the evaluation, prior preservation alone failed it
+        ("flipped_target", "fail", {"denoising", "prior_preservation"}),
+    ],
+)
+def test_keyframes_are_evaluated_as_they_are_used(
+    learned: Path, tmp_path: Path, breakage: str, verdict: str, broken: set[str]
+) -> None:
+    """trainer.strategy=keyframes on the same data: both sides rendered from held-out first
+    and last frames, and denoised with each clip's own keyframes laid out as the strategy lays
+    them out; the flipped-target twin fails on the denoising rule."""
+    ws = tmp_path / breakage
+    ignore = shutil.ignore_patterns(*RETRAINED, ".mlflow")
+    shutil.copytree(learned, ws, ignore=ignore)
+    ltx_lora(breakage, ws, "run", "trainer.strategy=keyframes", "preprocess.keyframes=first_last")
+    m = metrics(ws)
+    print(breakage, m["verdict"], m["reasons"])
+    assert (m["mode"]["name"], m["mode"]["source"]) == ("keyframes", "train.json")
+    assert all(len(files) == 2 for files in m["files"]["conditions"])  # first and last
+    assert m["score_backends"]["denoise_error_change"].endswith(",first-last-keyframes")
+    assert m["verdict"] == verdict
+    assert {rule for rule, held in m["checks"].items() if not held} == broken
