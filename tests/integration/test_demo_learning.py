@@ -104,62 +104,46 @@ def test_a_broken_trainer_fails_the_same_gate(
         assert any(line.startswith(reason) for line in m["reasons"]), (reason, m["reasons"])
 
 
+# (mode, what else the run is given, conditioning files per prompt, denoising label's end)
+I2V = ("image_to_video", (), 1, ",first-frame-clean")
+KEYFRAMES = ("keyframes", ("preprocess.keyframes=first_last",), 2, ",first-last-keyframes")
+
+
 @pytest.mark.parametrize(
-    ("breakage", "verdict", "broken"),
+    ("mode", "breakage", "verdict", "broken"),
     [
         # measured (2026-12-06): lift +0.136 (+0.108, +0.164); first-frame-clean denoising
         # 1.008 -> 0.687 (change CI -0.494, -0.149); prior preservation 0.84
-        ("none", "pass", set()),
+        (I2V, "none", "pass", set()),
         # measured: denoising 1.008 -> 3.099 (CI +1.507, +2.674), prior preservation 0.32; its
         # colour lift +0.102 (+0.074, +0.131) is shown, as in text-to-video
-        ("flipped_target", "fail", {"denoising", "prior_preservation"}),
-    ],
-)
-def test_image_to_video_is_evaluated_as_it_is_used(
-    learned: Path, tmp_path: Path, breakage: str, verdict: str, broken: set[str]
-) -> None:
-    """trainer.strategy=image_to_video on the same data: the evaluation reads the mode from
-    the run, renders both sides from held-out first frames, and denoises with the first latent
-    frame clean; the flipped-target twin of this mode fails there too."""
-    ws = tmp_path / breakage
-    ignore = shutil.ignore_patterns(*RETRAINED, ".mlflow")
-    shutil.copytree(learned, ws, ignore=ignore)
-    ltx_lora(breakage, ws, "run", "trainer.strategy=image_to_video")
-    m = metrics(ws)
-    print(breakage, m["verdict"], m["reasons"])
-    assert (m["mode"]["name"], m["mode"]["source"]) == ("image_to_video", "train.json")
-    assert all(len(files) == 1 for files in m["files"]["conditions"])  # a first frame each
-    assert m["score_backends"]["denoise_error_change"].endswith(",first-frame-clean")
-    assert m["verdict"] == verdict
-    assert {rule for rule, held in m["checks"].items() if not held} == broken
-
-
-@pytest.mark.parametrize(
-    ("breakage", "verdict", "broken"),
-    [
+        (I2V, "flipped_target", "fail", {"denoising", "prior_preservation"}),
         # measured (2026-12-06): lift +0.156 (+0.118, +0.195); denoising with each clip's own
         # first and last frames as keyframes 0.960 -> 0.640 (change CI -0.494, -0.145)
-        ("none", "pass", set()),
+        (KEYFRAMES, "none", "pass", set()),
         # measured: denoising 0.960 -> 3.217 (change CI +1.622, +2.893), prior preservation
         # 0.29; its colour lift +0.108 (+0.081, +0.136) is shown. Before the keyframe layout
         # reached the evaluation, prior preservation alone failed it
-        ("flipped_target", "fail", {"denoising", "prior_preservation"}),
+        (KEYFRAMES, "flipped_target", "fail", {"denoising", "prior_preservation"}),
     ],
+    ids=["i2v-none", "i2v-flipped_target", "keyframes-none", "keyframes-flipped_target"],
 )
-def test_keyframes_are_evaluated_as_they_are_used(
-    learned: Path, tmp_path: Path, breakage: str, verdict: str, broken: set[str]
+def test_a_conditioned_mode_is_evaluated_as_it_is_used(
+    learned: Path, tmp_path: Path, mode: tuple, breakage: str, verdict: str, broken: set[str]
 ) -> None:
-    """trainer.strategy=keyframes on the same data: both sides rendered from held-out first
-    and last frames, and denoised with each clip's own keyframes laid out as the strategy lays
-    them out; the flipped-target twin fails on the denoising rule."""
+    """trainer.strategy=image_to_video or keyframes on the same data: the evaluation reads the
+    mode from the run, renders both sides from held-out first (and last) frames, and denoises
+    with each clip's own conditioning laid out as the strategy lays it out; the flipped-target
+    twin of each mode fails there too."""
+    name, extra, files, label = mode
     ws = tmp_path / breakage
     ignore = shutil.ignore_patterns(*RETRAINED, ".mlflow")
     shutil.copytree(learned, ws, ignore=ignore)
-    ltx_lora(breakage, ws, "run", "trainer.strategy=keyframes", "preprocess.keyframes=first_last")
+    ltx_lora(breakage, ws, "run", f"trainer.strategy={name}", *extra)
     m = metrics(ws)
-    print(breakage, m["verdict"], m["reasons"])
-    assert (m["mode"]["name"], m["mode"]["source"]) == ("keyframes", "train.json")
-    assert all(len(files) == 2 for files in m["files"]["conditions"])  # first and last
-    assert m["score_backends"]["denoise_error_change"].endswith(",first-last-keyframes")
+    print(name, breakage, m["verdict"], m["reasons"])
+    assert (m["mode"]["name"], m["mode"]["source"]) == (name, "train.json")
+    assert all(len(f) == files for f in m["files"]["conditions"])  # first (and last) frames
+    assert m["score_backends"]["denoise_error_change"].endswith(label)
     assert m["verdict"] == verdict
     assert {rule for rule, held in m["checks"].items() if not held} == broken
