@@ -124,9 +124,17 @@ def _plan_sheets(
         )
     plan = {}
     for i, prompt in enumerate(prompts):
-        clip, _ = sheets[i % len(sheets)]
-        plan[prompt] = clip_conditioning(mode, clip, np.zeros(0), size, "auto")
+        clip, files = sheets[i % len(sheets)]
+        plan[prompt] = _sheet_conditioning(mode, clip, files, size)
     return plan
+
+
+def _sheet_conditioning(
+    mode: Mode, clip: Path, files: list[Path], size: tuple[int, int, int]
+) -> Conditioning:
+    videos = tuple(_sheet_item(f, size) for f in files)
+    kind = f"reference sheet of {len(files)}"
+    return Conditioning(clip, sheet=videos, factor=mode.reference_downscale_factor, kind=kind)
 
 
 def _sheet_item(path: Path, size: tuple[int, int, int]) -> np.ndarray:
@@ -158,11 +166,7 @@ def clip_conditioning(
     if mode.name != "multi_reference":
         return _conditioning(mode, path, frames, size, control)
     files = reference_sheet(path)
-    if not files:
-        return None
-    videos = tuple(_sheet_item(f, size) for f in files)
-    kind = f"reference sheet of {len(files)}"
-    return Conditioning(path, sheet=videos, factor=mode.reference_downscale_factor, kind=kind)
+    return _sheet_conditioning(mode, path, files, size) if files else None
 
 
 def _conditioning(

@@ -37,9 +37,7 @@ LABELS = {
 class Conditioned:
     """How the clips of a conditioned mode are conditioned for denoising."""
 
-    mode: str
     ltx_version: str  # keyframe images are re-compressed at the version's CRF
-    factor: int  # the references' downscale factor
     make: Callable[[Path, np.ndarray], Conditioning | None]  # (clip, fitted frames) -> its own
     key: dict[str, Any]  # what the errors depend on beyond the clips' bytes (for the cache)
 
@@ -61,7 +59,7 @@ def conditioned_for(
     beside = {p.name: [sha256_file(f) for f in reference_sheet(p)] for p in references}
     factor = mode.reference_downscale_factor
     key = {"mode": mode.name, "factor": factor, "control": control, "ltx": ltx_version}
-    return Conditioned(mode.name, ltx_version, factor, make, {**key, "beside": beside})
+    return Conditioned(ltx_version, make, {**key, "beside": beside})
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ def clip_layout(pipe: Any, cond: Conditioning, frames: int, how: Conditioned) ->
     videos = [cond.reference] if cond.reference is not None else list(cond.sheet)
     step = vae.temporal_compression_ratio  # a VAE takes 8k + 1 frames
     refs = tuple(
-        encode_video(vae, downscaled(v[: (len(v) - 1) // step * step + 1], how.factor, vae))
+        encode_video(vae, downscaled(v[: (len(v) - 1) // step * step + 1], cond.factor, vae))
         for v in videos
     )
     return Layout(None, refs, None)

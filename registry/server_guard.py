@@ -33,22 +33,22 @@ def authenticate() -> Any:
     result = authenticate_request_basic_auth()
     if not isinstance(result, Authorization) or request.method not in _WRITES:
         return result
-    tag = written_record_tag(request.path, request.get_json(silent=True) or request.args)
-    if tag is not None and not _is_admin(result.username):
-        return _refused_tag(result.username, tag)
+    if _TAG_WRITE.search(request.path):  # only these requests' bodies are read here
+        tag = record_tag(request.get_json(silent=True) or request.args)
+        if tag is not None and not _is_admin(result.username):
+            return _refused_tag(result.username, tag)
     run_id = written_run(request.path)
     if run_id is None or _is_admin(result.username) or not _registered(run_id):
         return result
     return _forbidden(result.username, request.method, run_id)
 
 
-def written_record_tag(path: str, body: Any) -> str | None:
-    """The registered-with tag a version-tag write to `path` would change, or None."""
+def record_tag(body: Any) -> str | None:
+    """The registered-with tag a version-tag set or delete (`body`: its JSON or query) would
+    change, or None."""
     from registry.names import is_record_tag
 
-    if not _TAG_WRITE.search(path) or not hasattr(body, "get"):
-        return None
-    key = str(body.get("key") or "")
+    key = str(body.get("key") or "") if hasattr(body, "get") else ""
     return key if is_record_tag(key) else None
 
 

@@ -66,8 +66,7 @@ def evaluation_error(
     return error, float(((plain - target)[:, :, start:] ** 2).mean())
 
 
-def how(mode: str, factor: int = 1) -> Conditioned:
-    return Conditioned(mode, "2.0", factor, lambda _p, _f: None, {})
+HOW = Conditioned("2.0", lambda _p, _f: None, {})  # LTX-2.0's keyframe CRF
 
 
 def test_keyframes_error_is_the_keyframes_strategy_loss(tiny) -> None:
@@ -76,7 +75,7 @@ def test_keyframes_error_is_the_keyframes_strategy_loss(tiny) -> None:
     first, last = (keyframe_latent(pipe.vae, f, "2.0")[None] for f in (video[0], video[-1]))
     batch = replace(Batch(latents, None, text, FPS), keyframes=(first, last))
     cond = Conditioning(Path("clip.mp4"), ((video[0], 0), (video[-1], -1)))
-    error, plain = evaluation_error(pipe, latents, text, cond, how("keyframes"))
+    error, plain = evaluation_error(pipe, latents, text, cond, HOW)
     assert error == pytest.approx(strategy_loss(pipe, "keyframes", batch), rel=1e-5)
     assert abs(error - plain) > 1e-4 * plain
 
@@ -91,7 +90,7 @@ def test_reference_error_is_the_ic_lora_strategy_loss(tiny, factor: int) -> None
     reference = encode_video(pipe.vae, downscaled(control, factor, pipe.vae))[None]
     batch = replace(Batch(latents, None, text, FPS), reference=reference)
     cond = Conditioning(Path("clip.mp4"), reference=control, factor=factor)
-    error, plain = evaluation_error(pipe, latents, text, cond, how("reference_video", factor))
+    error, plain = evaluation_error(pipe, latents, text, cond, HOW)
     assert error == pytest.approx(strategy_loss(pipe, "reference_video", batch), rel=1e-5)
     assert abs(error - plain) > 1e-4 * plain
 
@@ -105,6 +104,6 @@ def test_a_sheet_error_is_the_multi_reference_strategy_loss(tiny) -> None:
     refs = tuple(encode_video(pipe.vae, v)[None] for v in (moving[:9], still))
     batch = replace(Batch(latents, None, text, FPS), references=refs)
     cond = Conditioning(Path("clip.mp4"), sheet=(moving, still))
-    error, plain = evaluation_error(pipe, latents, text, cond, how("multi_reference"))
+    error, plain = evaluation_error(pipe, latents, text, cond, HOW)
     assert error == pytest.approx(strategy_loss(pipe, "multi_reference", batch), rel=1e-5)
     assert abs(error - plain) > 1e-4 * plain
